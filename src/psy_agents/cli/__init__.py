@@ -1,0 +1,1 @@
+"""The ``launch`` command line: one thin module per command (see ``main.COMMANDS``)."""

@@ -1,0 +1,95 @@
+"""The resolved configuration of one training run (one HPO trial, or `launch train`).
+
+Every sampled hyperparameter is a field here and every field changes training: a test
+checks that none is ignored. Built from a params.json, a trial's params or flags through
+:func:`TrainConfig.from_dict`, which rejects unknown keys and wrong types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from psy_agents.config import from_mapping
+
+AgentName = Literal["criteria", "evidence", "share", "joint"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Units are in the names where they are not obvious."""
+
+    agent: AgentName = "criteria"
+    # "tiny" (built from the data, cached), "minilm" (bundled offline), a hub name or a dir.
+    backbone: str = "tiny"
+    max_length: int = 256
+    stride: int = 64
+    lr: float = 5e-5
+    head_lr_multiplier: float = 1.0
+    weight_decay: float = 0.01
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = 0.1
+    batch_size: int = 16
+    grad_accum_steps: int = 1
+    max_grad_norm: float = 1.0
+    epochs: int = 3
+    patience: int = 2
+    dropout: float = 0.1
+    pooling: Literal["cls", "mean"] = "cls"
+    head_layers: int = 1
+    head_hidden: int = 256
+    # criteria loss: plain BCE, BCE with positive-class weight, or focal.
+    cls_loss: Literal["bce", "weighted", "focal"] = "bce"
+    focal_gamma: float = 2.0
+    # evidence: sampled no-answer windows per positive window.
+    neg_ratio: float = 1.0
+    max_answer_tokens: int = 64
+    # share/joint: loss = w * L_cls + (1 - w) * L_span.
+    loss_weight: float = 0.5
+    threshold: float = 0.5
+    seed: int = 0
+    device: str = "auto"
+    bf16: bool = True
+    # Fraction of the training split used (s0 sanity uses a small slice); 1.0 = all.
+    train_fraction: float = 1.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("max_length", self.max_length >= 32, ">= 32"),
+            ("stride", 0 <= self.stride < self.max_length // 2, ">= 0 and < max_length / 2"),
+            ("lr", self.lr > 0, "> 0"),
+            ("head_lr_multiplier", self.head_lr_multiplier > 0, "> 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+            ("batch_size", self.batch_size >= 1, ">= 1"),
+            ("grad_accum_steps", self.grad_accum_steps >= 1, ">= 1"),
+            ("max_grad_norm", self.max_grad_norm > 0, "> 0"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("patience", self.patience >= 1, ">= 1"),
+            ("dropout", 0 <= self.dropout < 1, "in [0, 1)"),
+            ("head_layers", self.head_layers >= 1, ">= 1"),
+            ("head_hidden", self.head_hidden >= 1, ">= 1"),
+            ("focal_gamma", self.focal_gamma >= 0, ">= 0"),
+            ("neg_ratio", self.neg_ratio >= 0, ">= 0"),
+            ("max_answer_tokens", self.max_answer_tokens >= 1, ">= 1"),
+            ("loss_weight", 0 <= self.loss_weight <= 1, "in [0, 1]"),
+            ("threshold", 0 < self.threshold < 1, "in (0, 1)"),
+            ("train_fraction", 0 < self.train_fraction <= 1, "in (0, 1]"),
+        ]
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"The value of `{name}` is {getattr(self, name)!r}, but must be {rule}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "params") -> TrainConfig:
+        """Build from an untrusted mapping; raises ``ConfigError`` with one clear line."""
+        return from_mapping(cls, data, source=source)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (validated like the original)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
