@@ -1,0 +1,113 @@
+"""One call from a data directory to train/val/test pairs: ``prepare_data``.
+
+Loads and validates the CSV files, builds 9 pairs per post, splits by post (creating the
+splits file once) and returns the pairs per split. Results are cached in-process, so the
+many trials of one worker share one object.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from psy_agents.data.criteria import SYMPTOMS
+from psy_agents.data.load import ANNOTATIONS_FILE, POSTS_FILE
+from psy_agents.data.pairs import Pair
+from psy_agents.data.splits import SPLITS, check_ratios, ensure_splits
+from psy_agents.data.validate import Dataset, load_dataset
+from psy_agents.errors import DataError
+
+DATA_DIR_ENV = "PSY_DATA_DIR"
+FALLBACK_SPLITS_DIR = Path("runs") / "splits"
+
+
+def default_data_dir() -> Path:
+    """``$PSY_DATA_DIR`` if set, else ``./data/sample`` (relative to the working directory)."""
+    return Path(os.environ.get(DATA_DIR_ENV) or Path("data") / "sample")
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """Pairs per split plus the hashes a study records."""
+
+    train: tuple[Pair, ...]
+    val: tuple[Pair, ...]
+    test: tuple[Pair, ...]
+    data_hash: str
+    split_hash: str
+    symptoms: tuple[str, ...]
+
+    def split(self, name: str) -> tuple[Pair, ...]:
+        """The pairs of split ``name`` (train, val or test).
+
+        Raises:
+            DataError: ``name`` is not a split.
+        """
+        if name not in SPLITS:
+            raise DataError(f"split {name!r} does not exist", f"use one of {', '.join(SPLITS)}")
+        return getattr(self, name)
+
+
+def profiles_of(dataset: Dataset) -> dict[str, frozenset[str]]:
+    """Each post's set of present criteria (SPECIAL_CASE never counts)."""
+    present: dict[str, set[str]] = {p: set() for p in dataset.posts}
+    for pair in dataset.pairs:
+        if pair.label and pair.symptom in SYMPTOMS:
+            present[pair.post_id].add(pair.symptom)
+    return {p: frozenset(s) for p, s in present.items()}
+
+
+def default_splits_path(data_dir: Path, seed: int, data_hash: str) -> Path:
+    """``<data_dir>/splits-<seed>.json``, or under ``runs/splits/`` if the dir is read-only."""
+    if os.access(data_dir, os.W_OK):
+        return data_dir / f"splits-{seed}.json"
+    return FALLBACK_SPLITS_DIR / f"{data_hash[:12]}-splits-{seed}.json"
+
+
+_CACHE: dict[tuple, PreparedData] = {}
+
+
+def _cache_key(data_dir: Path, splits_path: Path | None, *args) -> tuple:
+    stamp = []
+    for name in (POSTS_FILE, ANNOTATIONS_FILE):
+        try:
+            st = (data_dir / name).stat()
+            stamp.append((st.st_mtime_ns, st.st_size))
+        except OSError:
+            stamp.append(None)
+    where = splits_path.resolve() if splits_path else None
+    return (data_dir.resolve(), where, *args, tuple(stamp))
+
+
+def prepare_data(data_dir: Path, *, splits_path: Path | None = None, seed: int = 13,
+                 ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
+                 include_special_case: bool = False, strict: bool = False) -> PreparedData:
+    """Validated pairs of ``data_dir`` split by post.
+
+    Creates the splits file (``splits_path``, else :func:`default_splits_path`) on first use
+    and reuses it afterwards. Cached in-process: the same arguments on unchanged files
+    return the same object.
+
+    Raises:
+        DataError: unusable data (see :func:`load_dataset`), bad ratios, or a splits file
+            that cannot be read or was made for other data, seed or ratios.
+    """
+    ratios = check_ratios(ratios)
+    data_dir = Path(data_dir)
+    key = _cache_key(data_dir, splits_path, seed, ratios, include_special_case, strict)
+    if key in _CACHE:
+        return _CACHE[key]
+    dataset = load_dataset(data_dir, include_special_case=include_special_case, strict=strict)
+    path = splits_path or default_splits_path(data_dir, seed, dataset.data_hash)
+    body = ensure_splits(path, profiles_of(dataset), SYMPTOMS, data_hash=dataset.data_hash,
+                         seed=seed, ratios=ratios)
+    where = {post: name for name in SPLITS for post in body[name]}
+    grouped: dict[str, list[Pair]] = {name: [] for name in SPLITS}
+    for pair in dataset.pairs:
+        grouped[where[pair.post_id]].append(pair)
+    prepared = PreparedData(*(tuple(grouped[name]) for name in SPLITS),
+                            data_hash=dataset.data_hash, split_hash=body["hash"],
+                            symptoms=dataset.symptoms)
+    _CACHE[key] = prepared
+    return prepared
