@@ -32,3 +32,9 @@ echo "[services] PostgreSQL ready"
 if [ -x "$here/slurm-up.sh" ] || [ -f "$here/slurm-up.sh" ]; then
     bash "$here/slurm-up.sh"
 fi
+
+# Headless Chromium renders `launch report` pages in the report tests.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "[services] installing chromium (report rendering tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi

@@ -1,0 +1,247 @@
+"""Local backend: N worker subprocesses supervised in the foreground.
+
+Each worker gets one GPU slot through ``CUDA_VISIBLE_DEVICES`` (or ``""`` for CPU), its own
+process group, and a log ``runs/<experiment>/logs/worker-<i>.log`` (appended across
+restarts). A worker that crashes is restarted up to ``max_restarts`` times; one that exits
+0 is done; one that exits 75 ("requeue me") is restarted too. Ctrl-C (SIGINT) or SIGTERM to
+the launcher stops every worker's whole process group: SIGTERM first, so workers save a
+checkpoint, SIGKILL after ``stop_grace_s``. No child outlives the launcher's return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from psy_agents.backends.base import REQUEUE_EXIT, Handle, LaunchRequest, WorkerState, save_handle
+from psy_agents.backends.options import LocalOptions
+from psy_agents.errors import BackendError
+
+POLL_S = 0.2
+
+
+def detect_devices(environ: dict[str, str] | None = None) -> tuple[str, ...]:
+    """GPU ids visible to this launcher: CUDA_VISIBLE_DEVICES, else ``nvidia-smi -L``."""
+    env = os.environ if environ is None else environ
+    if "CUDA_VISIBLE_DEVICES" in env:
+        return tuple(d.strip() for d in env["CUDA_VISIBLE_DEVICES"].split(",") if d.strip())
+    if shutil.which("nvidia-smi") is None:
+        return ()
+    out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, check=False)
+    return tuple(str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU"))
+
+
+def assign_gpu_slots(n_workers: int, gpus_per_worker: int,
+                     devices: tuple[str, ...]) -> list[str]:
+    """The ``CUDA_VISIBLE_DEVICES`` value of each worker.
+
+    Devices are cut into slots of ``gpus_per_worker`` ids; worker i gets slot
+    ``i % n_slots``, so more workers than slots share GPUs round-robin. With
+    ``gpus_per_worker == 0`` every worker gets ``""`` (CPU only).
+
+    Raises:
+        BackendError: GPUs were asked for but fewer than ``gpus_per_worker`` are visible.
+    """
+    if gpus_per_worker == 0:
+        return [""] * n_workers
+    n_slots = len(devices) // gpus_per_worker
+    if n_slots == 0:
+        raise BackendError(
+            f"{gpus_per_worker} GPU(s) per worker asked for, but {len(devices)} visible",
+            "pass --gpus-per-worker 0 for CPU workers or set CUDA_VISIBLE_DEVICES")
+    slots = [",".join(devices[s * gpus_per_worker:(s + 1) * gpus_per_worker])
+             for s in range(n_slots)]
+    return [slots[i % n_slots] for i in range(n_workers)]
+
+
+@dataclass
+class _Worker:
+    index: int
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    state: str = "pending"
+    history: list[int] = field(default_factory=list)  # exit codes of finished attempts
+
+
+class _Stop(Exception):
+    """Raised in the supervisor by SIGTERM, so it unwinds like Ctrl-C."""
+
+
+class LocalBackend:
+    """See the module docstring. ``submit`` blocks until every worker is done."""
+
+    name = "local"
+
+    def __init__(self, options: LocalOptions | None = None) -> None:
+        self.options = options or LocalOptions()
+
+    def check_available(self) -> None:
+        """Always available; nothing to check beyond the request itself."""
+
+    def _plan(self, req: LaunchRequest) -> list[_Worker]:
+        devices = self.options.devices
+        if devices is None:
+            devices = detect_devices() if req.gpus_per_worker else ()
+        slots = assign_gpu_slots(req.n_workers, req.gpus_per_worker, devices)
+        logs = req.run_dir / "logs"
+        return [_Worker(index=i, argv=req.argv_for(i),
+                        env={**req.env, "CUDA_VISIBLE_DEVICES": slots[i]},
+                        log=logs / f"worker-{i}.log") for i in range(req.n_workers)]
+
+    def render(self, req: LaunchRequest) -> str:
+        """One shell line per worker; secret values are never shown, only their names."""
+        lines = [f"# {req.n_workers} local worker(s); logs under {req.run_dir / 'logs'}"]
+        if req.secret_env_names:
+            lines.append(f"# inherited from this shell: {' '.join(req.secret_env_names)}")
+        for w in self._plan(req):
+            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(w.env.items()))
+            lines.append(f"env {env} {shlex.join(w.argv)} >>{shlex.quote(str(w.log))} 2>&1")
+        return "\n".join(lines) + "\n"
+
+    def submit(self, req: LaunchRequest) -> Handle:
+        """Start the workers and supervise them until each exits 0 or fails for good.
+
+        The handle file is rewritten whenever a worker starts or ends, so ``launch status``
+        and ``launch cancel`` work from another shell meanwhile.
+
+        Raises:
+            KeyboardInterrupt: after Ctrl-C, once every worker's process group is gone.
+        """
+        workers = self._plan(req)
+        (req.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        previous = _install_sigterm()
+        try:
+            return self._supervise(req, workers)
+        finally:
+            _stop_all(workers, self.options.stop_grace_s)
+            signal.signal(signal.SIGTERM, previous)
+            save_handle(req.run_dir, _handle(req, workers))
+
+    def _supervise(self, req: LaunchRequest, workers: list[_Worker]) -> Handle:
+        base_env = {**os.environ, **req.secret_env()}
+        for w in workers:
+            _start(w, base_env)
+        save_handle(req.run_dir, _handle(req, workers))
+        try:
+            while any(w.state == "running" for w in workers):
+                time.sleep(POLL_S)
+                if any(self._reap(w, base_env) for w in workers):
+                    save_handle(req.run_dir, _handle(req, workers))
+        except _Stop:
+            raise KeyboardInterrupt from None
+        return _handle(req, workers)
+
+    def _reap(self, w: _Worker, base_env: dict[str, str]) -> bool:
+        """Handle worker ``w`` if it exited; True when its state changed."""
+        if w.state != "running" or w.proc is None or w.proc.poll() is None:
+            return False
+        code = w.proc.returncode
+        w.history.append(code)
+        _kill_group(w.proc.pid, signal.SIGKILL)  # leftovers of the worker's own children
+        if code == 0:
+            w.state = "succeeded"
+        elif w.restarts < self.options.max_restarts:
+            kind = "asked to be requeued" if code == REQUEUE_EXIT else f"exited with {code}"
+            _log(w, f"worker {w.index} {kind}; restart {w.restarts + 1}"
+                    f"/{self.options.max_restarts}")
+            time.sleep(self.options.restart_delay_s)
+            w.restarts += 1
+            _start(w, base_env)
+        else:
+            w.state = "failed"
+            _log(w, f"worker {w.index} exited with {code}; no restarts left")
+        return True
+
+    def status(self, handle: Handle) -> list[WorkerState]:
+        """States as last recorded by the supervisor; running ones are checked against /proc."""
+        alive = pid_alive(int(handle.job_id))
+        out = []
+        for rec in handle.data.get("workers", []):
+            state = rec["state"]
+            if state == "running" and not (alive and pid_alive(rec["pid"])):
+                state = "stopped"
+            out.append(WorkerState(rec["index"], state,
+                                   f"pid {rec['pid']}, restarts {rec['restarts']}, log {rec['log']}"))
+        return out
+
+    def cancel(self, handle: Handle) -> None:
+        """SIGTERM to the supervisor, which stops every worker group. Idempotent."""
+        pid = int(handle.job_id)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _start(w: _Worker, base_env: dict[str, str]) -> None:
+    w.log.parent.mkdir(parents=True, exist_ok=True)
+    _log(w, f"# attempt {len(w.history) + 1}: {shlex.join(w.argv)} "
+            f"(CUDA_VISIBLE_DEVICES={w.env['CUDA_VISIBLE_DEVICES']!r})")
+    with open(w.log, "ab") as fh:
+        # Own session = own process group: the whole tree can be signalled at once, and a
+        # terminal's Ctrl-C reaches only the supervisor, which then stops workers in order.
+        w.proc = subprocess.Popen(w.argv, env={**base_env, **w.env}, stdout=fh,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  start_new_session=True)
+    w.state = "running"
+
+
+def _log(w: _Worker, line: str) -> None:
+    with open(w.log, "a") as fh:
+        fh.write(line + "\n")
+
+
+def _stop_all(workers: list[_Worker], grace_s: float) -> None:
+    """SIGTERM every live worker group, wait up to ``grace_s``, then SIGKILL the groups."""
+    live = [w for w in workers if w.proc is not None and w.proc.poll() is None]
+    for w in live:
+        _kill_group(w.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while any(w.proc.poll() is None for w in live) and time.monotonic() < deadline:
+        time.sleep(POLL_S / 2)
+    for w in workers:
+        if w.proc is not None:
+            _kill_group(w.proc.pid, signal.SIGKILL)
+            w.proc.wait()
+            if w.state == "running":
+                w.state = "stopped"
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    # A group that is already gone is what we wanted.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` is a live process (a zombie counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _install_sigterm():
+    def handler(signum, frame):
+        raise _Stop()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave SIGTERM as it is
+        return signal.getsignal(signal.SIGTERM)
+
+
+def _handle(req: LaunchRequest, workers: list[_Worker]) -> Handle:
+    recs = [{"index": w.index, "pid": w.proc.pid if w.proc else None, "state": w.state,
+             "restarts": w.restarts, "exit_codes": w.history, "log": str(w.log)}
+            for w in workers]
+    return Handle("local", req.experiment, str(os.getpid()), {"workers": recs})

@@ -1,0 +1,155 @@
+"""Backend options: one frozen dataclass per backend, defaults from a TOML profile.
+
+Resolution (once, at the CLI edge): prefixed flag (``--slurm-partition``) > its env var
+(``PSY_SLURM_PARTITION``) > profile ``launch/<backend>.toml`` > dataclass default. Units are
+in the field names (``time_min``, ``mem_gb``). An unknown profile key is a ConfigError that
+lists the valid keys.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from psy_agents.config import from_mapping, read_toml
+from psy_agents.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LocalOptions:
+    """Local processes on this machine.
+
+    Attributes:
+        devices: GPU ids to hand out (None: ``CUDA_VISIBLE_DEVICES`` of the launcher, else
+            the GPUs ``nvidia-smi -L`` lists, else none).
+        max_restarts: restarts allowed per worker after a crash (then it counts as failed).
+        restart_delay_s: pause before a crashed worker is restarted.
+        stop_grace_s: on Ctrl-C, how long workers get to save a checkpoint before SIGKILL.
+    """
+
+    devices: tuple[str, ...] | None = None
+    max_restarts: int = 3
+    restart_delay_s: float = 1.0
+    stop_grace_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _at_least(self.max_restarts, 0, "max_restarts")
+        _at_least(self.stop_grace_s, 0, "stop_grace_s")
+        _at_least(self.restart_delay_s, 0, "restart_delay_s")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """One Slurm job array of N tasks, submitted with submitit.
+
+    Attributes:
+        gpus_per_node: GPUs per task (None: the request's gpus_per_worker); ignored when
+            ``gres`` is set, which is passed verbatim (``gpu:a100:1``).
+        setup: shell lines run in the sbatch script before the worker (module loads, ...).
+        apptainer_image: run the worker inside ``apptainer exec --nv IMAGE``.
+        max_requeues: how often a task may ask to be requeued (exit 75) or time out.
+        folder: submitit folder (None: ``runs/<experiment>/slurm``).
+        signal_delay_s: seconds before the time limit at which the task gets SIGUSR2.
+        python: command that runs Python on the nodes (None: this launcher's interpreter,
+            or ``python3`` inside the Apptainer image).
+    """
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time_min: int = 1440
+    mem_gb: float | None = None
+    cpus_per_task: int = 4
+    gpus_per_node: int | None = None
+    gres: str | None = None
+    constraint: str | None = None
+    setup: tuple[str, ...] = ()
+    apptainer_image: str | None = None
+    array_parallelism: int = 256
+    max_requeues: int = 10
+    folder: str | None = None
+    signal_delay_s: int = 120
+    python: str | None = None
+
+    def __post_init__(self) -> None:
+        _at_least(self.time_min, 1, "time_min")
+        _at_least(self.cpus_per_task, 1, "cpus_per_task")
+        _at_least(self.array_parallelism, 1, "array_parallelism")
+        _at_least(self.max_requeues, 0, "max_requeues")
+
+
+@dataclass(frozen=True)
+class K8sOptions:
+    """One batch/v1 Indexed Job.
+
+    Attributes:
+        secret_name, secret_key: the Secret holding the storage URL (never the URL itself).
+        pvc_name: a PersistentVolumeClaim mounted at ``checkpoint_mount`` (None: no volume).
+        gpus: ``nvidia.com/gpu`` per pod (None: the request's gpus_per_worker).
+        queue_name: Kueue LocalQueue; adds the ``kueue.x-k8s.io/queue-name`` label.
+        tolerations: profile-only, a list of Kubernetes toleration tables.
+        kubeconfig, context: which cluster (None: $KUBECONFIG / ~/.kube/config, or in-cluster).
+    """
+
+    namespace: str = "psy-agents"
+    image: str = "psy-agents:latest"
+    image_pull_policy: str = "IfNotPresent"
+    secret_name: str = "psy-storage"
+    secret_key: str = "url"
+    pvc_name: str | None = "psy-checkpoints"
+    checkpoint_mount: str = "/checkpoints"
+    node_selector: dict[str, str] = field(default_factory=dict)
+    tolerations: tuple[dict, ...] = ()
+    queue_name: str | None = None
+    backoff_limit_per_index: int = 3
+    max_failed_indexes: int | None = None
+    ttl_seconds_after_finished: int = 86400
+    cpu: str = "4"
+    memory: str = "16Gi"
+    gpus: int | None = None
+    service_account: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+
+    def __post_init__(self) -> None:
+        _at_least(self.backoff_limit_per_index, 0, "backoff_limit_per_index")
+        _at_least(self.ttl_seconds_after_finished, 0, "ttl_seconds_after_finished")
+
+
+OPTIONS: dict[str, type] = {"local": LocalOptions, "slurm": SlurmOptions, "k8s": K8sOptions}
+
+
+def _at_least(value: float, low: float, name: str) -> None:
+    if value < low:
+        raise ConfigError(f"the value of `{name}` is {value}, but must be >= {low}",
+                          f"fix `{name}` in the profile or its flag")
+
+
+def default_profile_path(backend: str) -> Path:
+    """``$PSY_LAUNCH_DIR/<backend>.toml``, else ``./launch/<backend>.toml``."""
+    return Path(os.environ.get("PSY_LAUNCH_DIR", "launch")) / f"{backend}.toml"
+
+
+def load_options(backend: str, *, profile: Path | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> Any:
+    """Build ``backend``'s options: overrides > profile file > defaults.
+
+    Args:
+        profile: a TOML file; None reads the default profile if it exists (a missing
+            default profile means plain defaults; a missing explicit one is an error).
+        overrides: already-typed values from flags or env vars.
+
+    Raises:
+        ConfigError: unknown backend, unknown key (listing valid keys), wrong type.
+    """
+    if backend not in OPTIONS:
+        raise ConfigError(f"unknown backend {backend!r}", f"use one of {', '.join(OPTIONS)}")
+    data: dict[str, Any] = {}
+    path = profile if profile is not None else default_profile_path(backend)
+    if profile is not None or path.exists():
+        data.update(read_toml(path))
+    data.update(overrides or {})
+    return from_mapping(OPTIONS[backend], data, source=str(path))

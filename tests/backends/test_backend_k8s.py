@@ -1,0 +1,203 @@
+"""k8s backend: golden Job YAML, schema validation (1.30+), Job rules, and the real client
+against kmock's emulated API server (create, status, cancel, 409, 403, no kubeconfig)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from psy_agents.backends.base import LaunchRequest
+from psy_agents.backends.k8s import K8sBackend, job_manifest, job_name
+from psy_agents.backends.options import K8sOptions, load_options
+from psy_agents.backends.registry import start
+from psy_agents.errors import BackendError
+from tests.backends.helpers import GOLDEN
+
+REPO = Path(__file__).resolve().parents[2]
+K8S_DIR = REPO / "k8s"
+VALIDATE = REPO / ".venv" / "bin" / "kubernetes-validate"
+VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+
+
+def _full_options(**kw) -> K8sOptions:
+    return K8sOptions(namespace="hpo", image="registry.example/psy-agents:0.1.0",
+                      node_selector={"nvidia.com/gpu.product": "A100"},
+                      tolerations=({"key": "nvidia.com/gpu", "operator": "Exists",
+                                    "effect": "NoSchedule"},),
+                      queue_name="team-a", max_failed_indexes=2, gpus=2,
+                      service_account="psy-worker", **kw)
+
+
+def _req(n: int = 4, **kw) -> LaunchRequest:
+    fields = {"run_dir": Path("runs/paper"), "gpus_per_worker": 1, **kw}
+    return LaunchRequest(experiment="Paper_Run.1", n_workers=n,
+                         worker_argv=("launch", "worker", "--study", "paper.joint.s1"),
+                         env={"HF_HUB_OFFLINE": "1"}, secret_env_names=("PSY_STORAGE",),
+                         **fields)
+
+
+def test_job_yaml_matches_golden_file():
+    assert K8sBackend(_full_options()).render(_req()) == (GOLDEN / "job.yaml").read_text()
+
+
+def test_job_rules_a_schema_cannot_check():
+    job = yaml.safe_load(K8sBackend(_full_options()).render(_req(n=5)))
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    assert (spec["completionMode"], spec["completions"], spec["parallelism"]) == ("Indexed", 5, 5)
+    assert pod["restartPolicy"] == "Never"
+    assert spec["podFailurePolicy"]["rules"][0] == {
+        "action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    (container,) = pod["containers"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert container["command"][-2:] == ["--index", "$(JOB_COMPLETION_INDEX)"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["PSY_STORAGE"] == {"name": "PSY_STORAGE", "valueFrom": {
+        "secretKeyRef": {"name": "psy-storage", "key": "url"}}}
+    assert "value" not in env["PSY_STORAGE"]
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert job["metadata"]["name"] == "psy-paper-run-1"
+
+
+def test_no_password_in_any_rendered_or_shipped_manifest(monkeypatch):
+    monkeypatch.setenv("PSY_STORAGE", "postgresql+psycopg2://psy:hunter2-secret@db/optuna")
+    texts = [K8sBackend(_full_options()).render(_req())]
+    texts += [p.read_text() for p in K8S_DIR.rglob("*.yaml")]
+    for text in texts:
+        assert "hunter2" not in text
+        for doc in yaml.safe_load_all(text):
+            if doc and doc.get("kind") == "Secret":
+                assert all("CHANGE-ME" in v for v in doc["stringData"].values())
+
+
+def test_cpu_job_has_no_gpu_limit_and_no_volume_without_pvc():
+    job = job_manifest(_req(gpus_per_worker=0), K8sOptions(pvc_name=None))
+    pod = job["spec"]["template"]["spec"]
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+    assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
+
+
+def test_job_name_is_dns_safe_and_bad_names_are_one_line():
+    assert job_name("A" * 80).startswith("psy-aaaa") and len(job_name("A" * 80)) <= 52
+    with pytest.raises(BackendError, match="gives no usable Kubernetes name"):
+        job_name("___")
+
+
+def _manifest_docs() -> list[tuple[Path, dict]]:
+    docs = []
+    for path in sorted(K8S_DIR.rglob("*.yaml")):
+        docs += [(path, d) for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_rendered_job_and_k8s_dir_pass_kubernetes_validate_api(version):
+    job = job_manifest(_req(), _full_options())
+    kubernetes_validate.validate(job, version, strict=True)
+    kinds = set()
+    for path, doc in _manifest_docs():
+        kinds.add(doc["kind"])
+        if doc["kind"] == "Kustomization":
+            for res in doc["resources"]:  # kustomize, not Kubernetes: check references
+                assert (path.parent / res).exists(), f"{path}: missing {res}"
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+    assert {"Namespace", "StatefulSet", "Service", "Deployment", "Secret", "Job",
+            "PersistentVolumeClaim"} <= kinds
+
+
+def test_kubernetes_validate_cli_strict_130(tmp_path):
+    rendered = tmp_path / "job.yaml"
+    rendered.write_text(K8sBackend(_full_options()).render(_req()))
+    files = [str(rendered), *(str(p) for p in sorted(K8S_DIR.rglob("*.yaml")))]
+    out = subprocess.run([str(VALIDATE), "-k", "1.30.0", "--strict", *files],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    passed = [line for line in out.stdout.splitlines() if " passed " in line]
+    assert len(passed) == sum(1 for _, d in _manifest_docs() if d["kind"] != "Kustomization") + 1
+
+
+TEMPLATE_REQUEST = LaunchRequest(
+    experiment="example", n_workers=4,
+    worker_argv=("launch", "worker", "--study", "example.criteria.s1"),
+    run_dir=Path("runs/example"), secret_env_names=("PSY_STORAGE",), gpus_per_worker=1)
+
+
+def test_kustomize_worker_template_agrees_with_the_rendered_job():
+    opts = load_options("k8s", profile=REPO / "launch" / "k8s.toml")
+    (template,) = [d for p, d in _manifest_docs() if p.name == "worker-job.yaml"]
+    assert template == job_manifest(TEMPLATE_REQUEST, opts)
+
+
+def test_submit_status_cancel_against_emulated_api(kube, tmp_path):
+    emulator, kubeconfig = kube
+    backend = K8sBackend(K8sOptions(kubeconfig=str(kubeconfig)))
+    req = _req(n=3, run_dir=tmp_path / "runs/paper")
+    handle = start(backend, req)
+    assert (handle.job_id, handle.data["namespace"]) == ("psy-paper-run-1", "psy-agents")
+    from kubernetes import client
+
+    api = client.BatchV1Api(backend._api_client())
+    stored = api.read_namespaced_job("psy-paper-run-1", "psy-agents")
+    assert (stored.spec.completions, stored.spec.completion_mode) == (3, "Indexed")
+    assert [s.state for s in backend.status(handle)] == ["pending"] * 3
+    # The emulator runs no controller: set the status a Job controller would write.
+    api.patch_namespaced_job_status("psy-paper-run-1", "psy-agents",
+                                    {"status": {"completedIndexes": "0,2", "failedIndexes": "1"}})
+    assert [s.state for s in backend.status(handle)] == ["succeeded", "failed", "succeeded"]
+    backend.cancel(handle)
+    assert api.list_namespaced_job("psy-agents").items == []
+    backend.cancel(handle)  # idempotent
+
+
+def test_duplicate_submit_is_a_one_line_409_error(kube, tmp_path):
+    _, kubeconfig = kube
+    backend = K8sBackend(K8sOptions(kubeconfig=str(kubeconfig)))
+    backend.submit(_req())
+    with pytest.raises(BackendError) as err:
+        backend.submit(_req())
+    assert err.value.format_message() == (
+        "cannot create Job psy-paper-run-1 in namespace psy-agents: it already exists "
+        "(409 Conflict) — run `launch cancel --experiment Paper_Run.1` or pick another "
+        "experiment name")
+
+
+def test_forbidden_is_a_one_line_403_error(kube):
+    emulator, kubeconfig = kube
+    emulator.emu["post /apis/batch/v1/namespaces/locked/jobs"] << 403
+    backend = K8sBackend(K8sOptions(kubeconfig=str(kubeconfig), namespace="locked"))
+    with pytest.raises(BackendError) as err:
+        backend.submit(_req())
+    assert err.value.format_message() == (
+        "cannot create Job psy-paper-run-1 in namespace locked: forbidden (403 Forbidden) — "
+        "ask your cluster admin for RBAC rights on jobs.batch in that namespace")
+
+
+def test_no_kubeconfig_fails_before_anything_is_created(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    req = _req(run_dir=tmp_path / "runs/paper")
+    with pytest.raises(BackendError) as err:
+        start(K8sBackend(), req)
+    assert err.value.format_message() == (
+        f"no Kubernetes config: {tmp_path}/.kube/config does not exist and this is not a pod "
+        "— set KUBECONFIG or pass --k8s-kubeconfig")
+    assert not (tmp_path / "runs").exists()
+    missing = K8sBackend(K8sOptions(kubeconfig=str(tmp_path / "nope")))
+    with pytest.raises(BackendError, match="kubeconfig .*nope does not exist"):
+        missing.check_available()
+
+
+def test_unreachable_api_server_is_one_line(tmp_path):
+    cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "c",
+           "clusters": [{"name": "x", "cluster": {"server": "http://127.0.0.1:9"}}],
+           "users": [{"name": "u", "user": {"token": "t"}}],
+           "contexts": [{"name": "c", "context": {"cluster": "x", "user": "u"}}]}
+    (tmp_path / "kc").write_text(yaml.safe_dump(cfg))
+    backend = K8sBackend(K8sOptions(kubeconfig=str(tmp_path / "kc")))
+    with pytest.raises(BackendError, match="API server unreachable"):
+        backend.submit(_req())

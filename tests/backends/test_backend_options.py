@@ -1,0 +1,121 @@
+"""Backend options: profiles (unknown keys), prefixed flags, env vars, registry, request checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from psy_agents.backends import REGISTRY, LaunchRequest, get_backend
+from psy_agents.backends.cli_options import backend_options
+from psy_agents.backends.options import (
+    OPTIONS,
+    K8sOptions,
+    LocalOptions,
+    SlurmOptions,
+    load_options,
+)
+from psy_agents.errors import BackendError, ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@click.command()
+@click.option("--workers", type=int, default=1)
+@backend_options
+def probe(workers: int, backend: str, backend_options) -> None:
+    click.echo(f"{backend} {backend_options!r}")
+
+
+def _run(args: list[str], **env: str):
+    return CliRunner().invoke(probe, args, env={"PSY_LAUNCH_DIR": "/nonexistent", **env})
+
+
+def test_registry_and_options_cover_the_same_backends():
+    assert set(REGISTRY) == set(OPTIONS) == {"local", "slurm", "k8s"}
+    assert type(get_backend("slurm", SlurmOptions(partition="p"))).__name__ == "SlurmBackend"
+    with pytest.raises(ConfigError, match="unknown backend 'ray' — use one of local, slurm, k8s"):
+        get_backend("ray")
+
+
+@pytest.mark.parametrize("name", ["local", "slurm", "k8s"])
+def test_shipped_profiles_load(name):
+    opts = load_options(name, profile=REPO / "launch" / f"{name}.toml")
+    assert isinstance(opts, OPTIONS[name])
+
+
+def test_unknown_profile_key_lists_the_valid_keys(tmp_path):
+    bad = tmp_path / "slurm.toml"
+    bad.write_text('partion = "gpu"\n')
+    with pytest.raises(ConfigError) as err:
+        load_options("slurm", profile=bad)
+    msg = err.value.format_message()
+    assert msg.startswith(f"{bad}: unknown key 'partion' — valid keys are: account, ")
+    assert "partition" in msg and "apptainer_image" in msg
+
+
+def test_bad_value_in_profile_names_the_field(tmp_path):
+    bad = tmp_path / "k8s.toml"
+    bad.write_text("backoff_limit_per_index = -1\n")
+    with pytest.raises(ConfigError, match="`backoff_limit_per_index` is -1, but must be >= 0"):
+        load_options("k8s", profile=bad)
+
+
+def test_flags_override_env_override_profile(tmp_path):
+    (tmp_path / "slurm.toml").write_text('partition = "prof"\nqos = "prof"\ntime_min = 60\n')
+    result = _run(["--backend", "slurm", "--slurm-partition", "flag", "--slurm-setup", "a",
+                   "--slurm-setup", "b c"],
+                  PSY_LAUNCH_DIR=str(tmp_path), PSY_SLURM_QOS="env")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "slurm " + repr(SlurmOptions(
+        partition="flag", qos="env", time_min=60, setup=("a", "b c")))
+
+
+def test_k8s_key_value_flags_and_defaults():
+    result = _run(["--backend", "k8s", "--k8s-node-selector", "gpu=a100",
+                   "--k8s-gpus", "2", "--k8s-namespace", "x"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "k8s " + repr(K8sOptions(
+        namespace="x", node_selector={"gpu": "a100"}, gpus=2))
+    result = _run([])
+    assert result.output.strip() == "local " + repr(LocalOptions())
+
+
+def test_option_of_an_unselected_backend_is_a_usage_error():
+    result = _run(["--slurm-partition", "gpu"])
+    assert result.exit_code == 2
+    assert result.output.splitlines()[-1] == (
+        "Error: --slurm-partition is a slurm option, but --backend is local; drop it or pass "
+        "--backend slurm")
+    # An env var meant for another backend is not an error: shells export many.
+    assert _run(["--backend", "k8s"], PSY_SLURM_PARTITION="gpu").exit_code == 0
+
+
+def test_bad_key_value_flag_is_a_usage_error():
+    result = _run(["--backend", "k8s", "--k8s-node-selector", "novalue"])
+    assert result.exit_code == 2
+    assert "'novalue' is not KEY=VALUE" in result.output
+
+
+def test_launch_request_rejects_impossible_values(tmp_path):
+    with pytest.raises(BackendError, match="`n_workers` is 0, but must be >= 1"):
+        LaunchRequest("e", 0, ("w",), tmp_path)
+    with pytest.raises(BackendError, match="secret variable PSY_STORAGE is also in the plain env"):
+        LaunchRequest("e", 1, ("w",), tmp_path, env={"PSY_STORAGE": "x"},
+                      secret_env_names=("PSY_STORAGE",))
+    assert LaunchRequest("e", 1, ("launch", "worker"), tmp_path).argv_for(3) == [
+        "launch", "worker", "--index", "3"]
+
+
+def test_launch_help_does_not_import_submitit_or_kubernetes():
+    import subprocess
+    import sys
+
+    code = ("import sys; from psy_agents.backends.cli_options import backend_options; "
+            "import psy_agents.backends, psy_agents.cli.cancel; "
+            "bad = [m for m in ('submitit', 'kubernetes', 'yaml', 'torch') if m in sys.modules]; "
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr
