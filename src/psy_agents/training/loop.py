@@ -1,0 +1,124 @@
+"""The training loop, readable top to bottom: epochs -> batches -> loss -> step -> evaluate.
+
+``fit`` runs the epochs of one prepared run (see ``run.run_training`` for the preparation):
+each epoch trains (AMP, gradient accumulation, clipping, scheduler step), evaluates, writes
+the checkpoint, calls ``on_epoch`` and ``report`` (which may prune), and applies patience.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from psy_agents.training.batching import batches, collate, plan_epoch, to_device
+from psy_agents.training.evaluate import autocast, evaluate
+
+
+class Preempted(Exception):
+    """``stop_requested()`` said stop: the last finished epoch is checkpointed; requeue me."""
+
+
+@dataclass
+class Run:
+    """Everything one run trains with (built by ``run.prepare``)."""
+
+    spec: Any
+    cfg: Any
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    train_ws: Any
+    allowed: np.ndarray
+    eval_pairs: tuple[Any, ...]
+    eval_ws: Any
+    device: str
+    pad_id: int
+    pos_weight: float
+
+
+@dataclass
+class State:
+    """What survives an epoch boundary (saved in the checkpoint)."""
+
+    epoch: int = -1  # last finished epoch
+    best_value: float = -math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def train_epoch(run: Run, epoch: int, *, stop_requested: Callable[[], bool] | None = None,
+                pad_to: int | None = None) -> tuple[float, int]:
+    """One pass over the epoch's windows; returns ``(mean loss, windows seen)``.
+
+    Raises:
+        Preempted: ``stop_requested()`` turned true at a batch boundary.
+    """
+    cfg, model, opt = run.cfg, run.model, run.optimizer
+    plan = plan_epoch(run.train_ws, run.spec.heads, allowed=run.allowed,
+                      neg_ratio=cfg.neg_ratio, seed=cfg.seed, epoch=epoch)
+    order = batches(run.train_ws.lengths[plan.index], cfg.batch_size, shuffle=True,
+                    seed=cfg.seed, epoch=epoch)
+    # Dropout draws from torch's global RNG; reseeding per epoch makes a resumed epoch
+    # identical to the uninterrupted one even if something else consumed random numbers.
+    torch.manual_seed(cfg.seed * 100_003 + epoch)
+    model.train()
+    total, seen = 0.0, 0
+    for step, pos in enumerate(order):
+        if stop_requested is not None and stop_requested():
+            raise Preempted(f"stop requested during epoch {epoch}")
+        batch = to_device(collate(run.train_ws, plan.index[pos], pad_id=run.pad_id,
+                                  pad_to=pad_to, span_mask=plan.span_mask[pos]), run.device)
+        with autocast(run.device, cfg.bf16):
+            loss = run.spec.loss(model(batch), batch, cfg, run.pos_weight)
+        (loss / cfg.grad_accum_steps).backward()
+        total += float(loss.detach()) * len(pos)
+        seen += len(pos)
+        if (step + 1) % cfg.grad_accum_steps == 0 or step + 1 == len(order):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            opt.step()
+            run.scheduler.step()
+            opt.zero_grad(set_to_none=True)
+    return total / max(seen, 1), seen
+
+
+def fit(run: Run, state: State, *, report: Callable[[float, int], bool] | None,
+        on_epoch: Callable[[Any], None] | None, stop_requested: Callable[[], bool] | None,
+        save: Callable[[State, bool], None], make_record: Callable[..., Any]) -> str:
+    """Train epochs ``state.epoch + 1 .. cfg.epochs - 1``; return why it stopped.
+
+    ``save(state, improved)`` writes the checkpoint (and the best model); it runs after
+    evaluation and before ``on_epoch``/``report``, so a pruned or killed run loses nothing.
+    """
+    cfg = run.cfg
+    if state.bad_epochs >= cfg.patience:
+        return "early_stopped"
+    for epoch in range(state.epoch + 1, cfg.epochs):
+        t0 = time.perf_counter()
+        loss, _ = train_epoch(run, epoch, stop_requested=stop_requested)
+        metrics = evaluate(run.model, run.eval_pairs, run.eval_ws, heads=run.spec.heads,
+                           cfg=cfg, device=run.device, pad_id=run.pad_id)
+        value = float(run.spec.objective(metrics))
+        improved = value > state.best_value
+        if improved:
+            state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
+        else:
+            state.bad_epochs += 1
+        record = make_record(epoch=epoch, train_loss=loss, value=value, metrics=metrics,
+                             seconds=time.perf_counter() - t0)
+        state.history.append(record.__dict__)
+        state.epoch = epoch
+        save(state, improved)
+        if on_epoch is not None:
+            on_epoch(record)
+        if report is not None and report(value, epoch):
+            return "pruned"
+        if state.bad_epochs >= cfg.patience:
+            return "early_stopped"
+    return "completed"

@@ -1,0 +1,198 @@
+"""``run_training``: one configuration, trained and evaluated (one HPO trial, or `launch train`).
+
+Prepares the run (backbone, windows, model, optimizer, schedule), resumes from a checkpoint
+if one is there, hands the epochs to :func:`psy_agents.training.loop.fit`, and writes the
+outputs. Epochs are 0-based.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from psy_agents.agents.backbones import cache_root, load_tokenizer, resolve_backbone
+from psy_agents.agents.registry import get_agent
+from psy_agents.data.features import build_windows
+from psy_agents.errors import ConfigError
+from psy_agents.training import checkpoint as ckpt
+from psy_agents.training.batching import plan_epoch
+from psy_agents.training.config import TrainConfig
+from psy_agents.training.loop import Preempted, Run, State, fit
+
+__all__ = ["EpochRecord", "Preempted", "TrainResult", "run_training", "prepare"]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    value: float
+    metrics: dict[str, float]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    best_value: float
+    best_epoch: int
+    epochs_run: int  # epochs computed in this call
+    history: tuple[EpochRecord, ...]  # all epochs, including those restored from a checkpoint
+    metrics: dict[str, float]  # eval-split metrics at the best epoch
+    stopped: str  # "completed" | "early_stopped" | "pruned"
+    resumed_from_epoch: int | None
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} was asked for, but CUDA is not available",
+                          "use device 'auto' or 'cpu'")
+    return name
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def allowed_windows(pairs: tuple[Any, ...], pair_index: np.ndarray, fraction: float,
+                    seed: int) -> np.ndarray:
+    """Windows of a seeded ``fraction`` of the posts (whole posts, never parts of one)."""
+    if fraction >= 1.0:
+        return np.ones(len(pair_index), dtype=bool)
+    posts = sorted({p.post_id for p in pairs})
+    keep_n = max(1, math.ceil(fraction * len(posts)))
+    keep = {posts[i] for i in np.random.default_rng([seed, 7]).permutation(len(posts))[:keep_n]}
+    return np.array([pairs[i].post_id in keep for i in pair_index], dtype=bool)
+
+
+def make_optimizer(cfg: TrainConfig, model: Any) -> torch.optim.Optimizer:
+    """AdamW or SGD (momentum 0.9); heads at ``lr * head_lr_multiplier``; no decay on
+    biases and norms."""
+    head_ids = {id(p) for p in model.head_parameters()}
+    groups: dict[tuple[bool, bool], list[Any]] = {}
+    for name, p in model.named_parameters():
+        no_decay = p.ndim < 2 or "norm" in name.lower()
+        groups.setdefault((id(p) in head_ids, no_decay), []).append(p)
+    params = [{"params": ps, "lr": cfg.lr * (cfg.head_lr_multiplier if head else 1.0),
+               "weight_decay": 0.0 if no_decay else cfg.weight_decay}
+              for (head, no_decay), ps in sorted(groups.items())]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
+    return torch.optim.AdamW(params, lr=cfg.lr)
+
+
+def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
+    """Multiplier of the base lr at optimizer step ``step``: linear warmup, then decay."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    return max(0.0, 1 - progress)
+
+
+def prepare(cfg: TrainConfig, data: Any, eval_split: str = "val") -> Run:
+    """Build every object of a run; no training happens here.
+
+    Raises:
+        ConfigError, ModelError, DataError: bad settings, backbone or split.
+    """
+    spec = get_agent(cfg.agent)
+    device = resolve_device(cfg.device)
+    source = resolve_backbone(cfg.backbone, data)
+    tok = load_tokenizer(source)
+    feats = cache_root() / "features"
+    train_pairs, eval_pairs = data.split("train"), data.split(eval_split)
+    kw = {"max_length": cfg.max_length, "stride": cfg.stride, "data_hash": data.data_hash,
+          "cache_dir": feats}
+    train_ws = build_windows(train_pairs, tok, **kw)
+    eval_ws = build_windows(eval_pairs, tok, **kw)
+    allowed = allowed_windows(train_pairs, train_ws.pair_index, cfg.train_fraction, cfg.seed)
+    n_pos = float(train_ws.cls_target[allowed].sum())
+    pos_weight = (allowed.sum() - n_pos) / max(n_pos, 1.0)
+    seed_everything(cfg.seed)
+    model = spec.build_model(cfg, source).to(device)
+    optimizer = make_optimizer(cfg, model)
+    # Every epoch draws the same number of windows, so epoch 0's plan sizes the schedule.
+    plan_size = len(plan_epoch(train_ws, spec.heads, allowed=allowed, neg_ratio=cfg.neg_ratio,
+                               seed=cfg.seed, epoch=0).index)
+    steps = cfg.epochs * math.ceil(math.ceil(plan_size / cfg.batch_size) / cfg.grad_accum_steps)
+    warmup = int(cfg.warmup_ratio * steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps, warmup, cfg.schedule))
+    return Run(spec=spec, cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler,
+               train_ws=train_ws, allowed=allowed, eval_pairs=eval_pairs, eval_ws=eval_ws,
+               device=device, pad_id=tok.pad_token_id or 0, pos_weight=float(pos_weight))
+
+
+def run_training(cfg: TrainConfig, data: Any, *,
+                 report: Callable[[float, int], bool] | None = None,
+                 checkpoint_dir: Path | None = None,
+                 output_dir: Path | None = None,
+                 eval_split: str = "val",
+                 on_epoch: Callable[[EpochRecord], None] | None = None,
+                 stop_requested: Callable[[], bool] | None = None) -> TrainResult:
+    """Train ``cfg`` on ``data``'s train split, evaluating on ``eval_split`` every epoch.
+
+    After each epoch: evaluate -> value (the agent's objective) -> checkpoint (if
+    ``checkpoint_dir``) -> ``on_epoch(record)`` -> ``report(value, epoch)`` (True = prune).
+    A checkpoint found at start resumes at the following epoch. With ``output_dir`` the
+    best epoch's model, ``config.json`` and ``metrics.json`` are written there.
+
+    Raises:
+        ConfigError: impossible settings, or a checkpoint of another configuration.
+        ModelError: the backbone cannot be found or loaded.
+        Preempted: ``stop_requested()`` became true; the last finished epoch is saved.
+    """
+    run = prepare(cfg, data, eval_split)
+    cfg_dict = cfg.to_dict()
+    saved = ckpt.load_checkpoint(checkpoint_dir, model=run.model, optimizer=run.optimizer,
+                                 scheduler=run.scheduler, cfg=cfg_dict)
+    state = State(**saved) if saved else State()
+    resumed_from = state.epoch if saved else None
+    tok = load_tokenizer(resolve_backbone(cfg.backbone, data))
+
+    def save(st: State, improved: bool) -> None:
+        if checkpoint_dir is not None:
+            ckpt.save_checkpoint(checkpoint_dir, model=run.model, optimizer=run.optimizer,
+                                 scheduler=run.scheduler, cfg=cfg_dict, train_state=asdict(st))
+        if output_dir is not None and improved:
+            ckpt.save_model(Path(output_dir) / "model", run.model, tok, cfg_dict)
+
+    first = state.epoch
+    stopped = fit(run, state, report=report, on_epoch=on_epoch, stop_requested=stop_requested,
+                  save=save, make_record=EpochRecord)
+    history = tuple(EpochRecord(**h) for h in state.history)
+    best = history[[h.epoch for h in history].index(state.best_epoch)] if history else None
+    result = TrainResult(best_value=state.best_value, best_epoch=state.best_epoch,
+                         epochs_run=state.epoch - first, history=history,
+                         metrics=dict(best.metrics) if best else {}, stopped=stopped,
+                         resumed_from_epoch=resumed_from)
+    if output_dir is not None:
+        write_outputs(Path(output_dir), cfg, result, eval_split)
+    return result
+
+
+def write_outputs(out: Path, cfg: TrainConfig, result: TrainResult, split: str) -> None:
+    """``config.json`` (the resolved TrainConfig) and ``metrics.json`` under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    spec = get_agent(cfg.agent)
+    payload = {"agent": cfg.agent, "objective": spec.objective_name, "split": split,
+               "best_value": result.best_value, "best_epoch": result.best_epoch,
+               "stopped": result.stopped, "metrics": result.metrics,
+               "history": [asdict(h) for h in result.history]}
+    (out / "metrics.json").write_text(json.dumps(payload, indent=2, sort_keys=True))

@@ -1,0 +1,77 @@
+"""The agent table builds real, different models; options change parameter shapes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from psy_agents.agents.registry import AGENTS, get_agent
+from psy_agents.errors import ConfigError
+from psy_agents.training.config import TrainConfig
+
+
+def _shapes(agent: str, source: str, **opts) -> dict[str, tuple[int, ...]]:
+    cfg = TrainConfig(agent=agent, **opts)
+    model = get_agent(agent).build_model(cfg, source)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_head_depth_and_width_change_the_parameters(agent, hand_tiny):
+    base = _shapes(agent, hand_tiny, head_layers=1, head_hidden=32)
+    wide = _shapes(agent, hand_tiny, head_layers=1, head_hidden=48)
+    deep = _shapes(agent, hand_tiny, head_layers=2, head_hidden=32)
+    assert base != wide and base != deep and set(deep) > set(base)
+    head = "cls_head" if "cls" in AGENTS[agent].heads else "span_head"
+    assert base[f"{head}.0.weight"] == (32, 128)
+    assert wide[f"{head}.0.weight"] == (48, 128)
+
+
+def test_heads_and_encoders_per_agent(hand_tiny):
+    counts = {}
+    for name in AGENTS:
+        shapes = _shapes(name, hand_tiny)
+        counts[name] = (any(k.startswith("cls_head") for k in shapes),
+                        any(k.startswith("span_head") for k in shapes),
+                        any(k.startswith("encoders.1.") for k in shapes),
+                        "fusion.weight" in shapes)
+    assert counts == {"criteria": (True, False, False, False),
+                      "evidence": (False, True, False, False),
+                      "share": (True, True, False, False),
+                      "joint": (True, True, True, True)}
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_pooling_changes_the_output(agent, hand_tiny):
+    batch = {"input_ids": torch.tensor([[2, 10, 11, 3, 12, 13, 14, 3, 0, 0]]),
+             "attention_mask": torch.tensor([[1] * 8 + [0, 0]]),
+             "token_type_ids": torch.tensor([[0] * 4 + [1] * 6])}
+    outs = []
+    for pooling in ("cls", "mean"):
+        torch.manual_seed(0)
+        cfg = TrainConfig(agent=agent, pooling=pooling, dropout=0.0)
+        model = get_agent(agent).build_model(cfg, hand_tiny).eval()
+        with torch.no_grad():
+            outs.append(model(batch))
+    key = "cls" if "cls" in outs[0] else "start"
+    assert not torch.allclose(outs[0][key], outs[1][key])
+    if "start" in outs[0]:
+        assert outs[0]["start"][0, 8:].max() < -1e3  # padding is never an answer
+
+
+def test_the_encoder_weights_are_the_pretrained_ones_and_copied_per_run(hand_tiny):
+    from psy_agents.agents.backbones import load_pretrained
+
+    _, state = load_pretrained(hand_tiny)
+    a = get_agent("criteria").build_model(TrainConfig(), hand_tiny)
+    b = get_agent("criteria").build_model(TrainConfig(), hand_tiny)
+    key = "embeddings.word_embeddings.weight"
+    assert torch.equal(a.encoders[0].state_dict()[key], state[key])
+    with torch.no_grad():
+        a.encoders[0].embeddings.word_embeddings.weight.add_(1.0)
+    assert torch.equal(b.encoders[0].state_dict()[key], state[key])  # b did not see a's change
+
+
+def test_unknown_agent_is_one_config_error():
+    with pytest.raises(ConfigError, match="unknown agent 'critera'.*criteria, evidence, share"):
+        get_agent("critera")

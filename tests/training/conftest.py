@@ -1,0 +1,35 @@
+"""Fixtures: a private cache dir, the tiny backbone built once, the prepared sample."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory):
+    """Every tiny build and feature file of this session lives in one temp dir."""
+
+    import torch
+
+    torch.set_num_threads(2)  # the box is shared with other jobs
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PSY_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def hand_tiny(tmp_path_factory) -> str:
+    """A tiny BERT whose vocabulary is trained on the hand-made texts (seconds)."""
+    from psy_agents.agents.backbones import build_tiny_backbone
+    from tests.training.helpers import corpus_texts
+
+    return str(build_tiny_backbone(corpus_texts(), tmp_path_factory.mktemp("m") / "tiny",
+                                   vocab_size=400))
+
+
+@pytest.fixture(scope="session")
+def sample_data(sample_dir):
+    from psy_agents.data.prepare import prepare_data
+
+    return prepare_data(sample_dir)
