@@ -1,0 +1,26 @@
+"""Usage: launch export --study NAME --out DIR [--top-k K] [--storage URL]
+
+Writes best.json, top_k.json/.csv and trials.json/.csv, read from the database only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from psy_agents.cli.status import open_read_storage, storage_option
+
+
+@click.command("export")
+@click.option("--study", required=True, help="Study name {experiment}.{agent}.{stage}.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output directory (created).")
+@click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
+@storage_option
+def export(study: str, out: Path, top_k: int, storage: str | None) -> None:
+    """Export a study's best config, top-k and all trials."""
+    from psy_agents.hpo.results import export_study
+
+    for path in export_study(open_read_storage(storage), study, out, top_k):
+        click.echo(str(path))

@@ -1,0 +1,162 @@
+"""The trial objective: sample params, run (training or the simulated workload), classify.
+
+One :class:`Objective` per (worker, study). Per trial it records ``worker_index``, ``pid``,
+``original_trial`` (the trial a retry descends from), ``epochs_run`` and
+``resumed_from_epoch`` in the trial's user attrs. Checkpoints live in
+``<runs>/<experiment>/checkpoints/<study>/trial-<original number>/`` so that a retried trial
+resumes where the original stopped. Errors are classified:
+
+- out of memory -> PRUNED, with ``note`` in the user attrs;
+- a bad configuration (ConfigError, ModelError, ValueError, any other trial error)
+  -> FAIL with ``fail_reason`` in the user attrs (the worker goes on);
+- a stop request (SIGTERM/SIGUSR2) -> :class:`Preempted`, which ends the worker;
+- DataError / StorageError / transient storage errors propagate to the worker loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from psy_agents.errors import DataError, StorageError
+from psy_agents.hpo import spaces
+from psy_agents.hpo.spec import StudySpec
+from psy_agents.hpo.storage import is_transient, with_retry
+
+_log = logging.getLogger(__name__)
+
+
+class Preempted(Exception):  # noqa: N818 - the name says what happened
+    """The worker was asked to stop; the trial's last epoch is checkpointed."""
+
+
+class TrialFailed(Exception):
+    """The trial failed for a reason recorded in its user attrs; the worker goes on."""
+
+
+def original_number(trial) -> int:
+    """The number of the first trial in this trial's retry chain (itself if not a retry)."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    # A live Trial has no system_attrs accessor of its own; read the frozen copy.
+    frozen = trial.study._storage.get_trial(trial._trial_id)
+    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    return trial.number if retried is None else retried
+
+
+def checkpoint_dir(spec: StudySpec, study: str, original: int) -> Path:
+    return Path(spec.runs_dir) / spec.experiment / "checkpoints" / study / f"trial-{original}"
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """("prune" | "fail" | "raise", reason) for an exception raised by a trial."""
+    reason = f"{type(exc).__name__}: {exc}".strip()
+    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
+        return "prune", f"out of memory: {reason}"
+    if isinstance(exc, Preempted | DataError | StorageError) or is_transient(exc):
+        return "raise", reason
+    if type(exc).__name__ == "Preempted":  # the training loop's own stop signal
+        return "raise", reason
+    return "fail", reason
+
+
+class Objective:
+    """Callable objective for ``study.optimize``; ``current_trial`` is the running number."""
+
+    def __init__(self, spec: StudySpec, space: spaces.Space, *, study_name: str,
+                 worker_index: int, stop: threading.Event, tracker=None) -> None:
+        self.spec, self.space, self.study_name = spec, space, study_name
+        self.worker_index, self.stop, self.tracker = worker_index, stop, tracker
+        self.current_trial: int | None = None
+        self._data = None
+
+    def __call__(self, trial) -> float:
+        import optuna
+
+        self.current_trial = trial.number
+        params = spaces.suggest(trial, self.space)
+        if self.tracker is not None:
+            self.tracker.start_trial(trial.number, params)
+        original = original_number(trial)
+        for key, value in (("worker_index", self.worker_index), ("pid", os.getpid()),
+                           ("original_trial", original)):
+            _set_attr(trial, key, value)
+        try:
+            value, epochs_run, resumed, stopped = self._run(trial, params, original)
+        except Exception as exc:
+            action, reason = classify(exc)
+            if action == "raise":
+                raise
+            key = "note" if action == "prune" else "fail_reason"
+            _set_attr(trial, key, reason[:500])
+            if action == "prune":
+                raise optuna.TrialPruned(reason) from exc
+            raise TrialFailed(reason) from exc
+        _set_attr(trial, "epochs_run", epochs_run)
+        _set_attr(trial, "resumed_from_epoch", resumed)
+        if stopped == "pruned":
+            raise optuna.TrialPruned(f"pruned after {epochs_run} epochs")
+        return value
+
+    def _report(self, trial):
+        def report(value: float, epoch: int) -> bool:
+            with_retry(lambda: trial.report(value, epoch), what="trial.report")
+            if self.tracker is not None:
+                self.tracker.log_epoch(trial.number, epoch, value)
+            return with_retry(trial.should_prune, what="should_prune")
+        return report
+
+    def _run(self, trial, params: dict[str, Any], original: int):
+        ckpt = checkpoint_dir(self.spec, self.study_name, original)
+        stage = self.spec.stage_config
+        if self.spec.objective == "simulated":
+            from psy_agents.hpo.simulated import run_simulated
+
+            out = run_simulated(params, self.space, epochs=int(params.get("epochs", stage.epochs)),
+                                sim=self.spec.sim, checkpoint_dir=ckpt, report=self._report(trial),
+                                wait=self.stop.wait)
+            return out.best_value, out.epochs_run, out.resumed_from_epoch, out.stopped
+        result = self._train(params, original, ckpt, self._report(trial))
+        _set_attr(trial, "best_epoch", result.best_epoch)
+        _set_attr(trial, "metrics", {k: float(v) for k, v in result.metrics.items()})
+        return result.best_value, result.epochs_run, result.resumed_from_epoch, result.stopped
+
+    def train_config(self, params: dict[str, Any], seed: int):
+        """TrainConfig = training defaults < stage settings < sampled params < seed."""
+        from psy_agents.training.config import TrainConfig
+
+        stage = self.spec.stage_config
+        base = {"agent": self.spec.agent, "backbone": self.spec.backbones[0],
+                "epochs": stage.epochs, "patience": stage.patience,
+                "train_fraction": stage.train_fraction}
+        merged = {**base, **self.spec.train_defaults, **params, "seed": seed}
+        return TrainConfig.from_dict(merged, source=f"trial params of {self.study_name}")
+
+    def data(self):
+        """The prepared data, loaded once per objective and checked against the spec."""
+        if self._data is None:
+            from psy_agents.data.prepare import prepare_data
+
+            data = prepare_data(Path(self.spec.data_dir))
+            if self.spec.split_hash and data.split_hash != self.spec.split_hash:
+                raise DataError(f"the split of {self.spec.data_dir} (hash {data.split_hash[:12]}) "
+                                f"differs from the study's ({self.spec.split_hash[:12]})",
+                                "give workers the same data and splits file as the launcher")
+            self._data = data
+        return self._data
+
+    def _train(self, params, original: int, ckpt: Path, report, *, eval_split: str = "val",
+               output_dir: Path | None = None):
+        from psy_agents.training.run import run_training
+
+        cfg = self.train_config(params, self.spec.base_seed + original)
+        return run_training(cfg, self.data(), report=report, checkpoint_dir=ckpt,
+                            output_dir=output_dir, eval_split=eval_split,
+                            stop_requested=self.stop.is_set)
+
+
+def _set_attr(trial, key: str, value: Any) -> None:
+    with_retry(lambda: trial.set_user_attr(key, value), what=f"set_user_attr({key})")

@@ -1,0 +1,135 @@
+"""The refit stage: the best config of the source stage, retrained with several seeds.
+
+The refit study's budget is its number of seeds; each trial is one seed (seed index = the
+original trial number, so a retried seed keeps its seed), trained for the full epochs with
+no early stopping and evaluated on the test split — the only place the test split is used.
+The final epoch's test metrics count (no epoch is selected on test). When the seeds are
+done, exactly one worker — the one that wins an exclusive-create claim file — writes
+``<runs>/<experiment>/refit/<agent>/metrics.json`` (mean ± std per metric over seeds) and
+``config.json``; each seed's model goes to ``seed-<k>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+from pathlib import Path
+from typing import Any
+
+from psy_agents.errors import StorageError
+from psy_agents.hpo.objective import Objective
+from psy_agents.hpo.spec import StudySpec, load_spec, study_name
+
+REFIT_PARAMS_ATTR = "psy_refit_params"
+
+
+def refit_dir(spec: StudySpec) -> Path:
+    return Path(spec.runs_dir) / spec.experiment / "refit" / spec.agent
+
+
+def best_params(storage, study, spec: StudySpec) -> dict[str, Any]:
+    """Params of the best of the source stage's first ``budget`` finished trials (stored in
+    the refit study on first use so every worker refits the same config)."""
+    from psy_agents.hpo.worker import finished_in_order, trial_score
+
+    stored = study.user_attrs.get(REFIT_PARAMS_ATTR)
+    if stored is not None:
+        return stored
+    stage = spec.stage_config
+    source, source_spec = load_spec(storage, study_name(spec.experiment, spec.agent,
+                                                        stage.refit_from))
+    first = finished_in_order(source)[: source_spec.budget]
+    complete = [t for t in first if t.value is not None]
+    if len(first) < source_spec.budget or not complete:
+        raise StorageError(f"stage {stage.refit_from} of {spec.agent} is not finished "
+                           f"({len(first)} of {source_spec.budget} trials)", "run its workers first")
+    best = max(complete, key=lambda t: (trial_score(t), -t.number))
+    chosen = dict(best.params) | {"source_trial": best.number}
+    study.set_user_attr(REFIT_PARAMS_ATTR, chosen)
+    return chosen
+
+
+class RefitObjective(Objective):
+    """One seed of the refit; returns the final epoch's test value."""
+
+    def __init__(self, spec: StudySpec, *, params: dict[str, Any], **kwargs) -> None:
+        # Nothing is sampled in a refit (an empty space): the config is fixed.
+        super().__init__(spec, (), **kwargs)
+        self.params = {k: v for k, v in params.items() if k != "source_trial"}
+
+    def _run(self, trial, params, original: int):
+        seed_dir = refit_dir(self.spec) / f"seed-{original}"
+        ckpt = Path(self.spec.runs_dir) / self.spec.experiment / "checkpoints" / \
+            self.study_name / f"trial-{original}"
+        stage = self.spec.stage_config
+        never = lambda value, epoch: False  # noqa: E731 - refit is never pruned
+        if self.spec.objective == "simulated":
+            from psy_agents.hpo.simulated import epoch_value, run_simulated
+
+            sim = dict(self.spec.sim) | {"run_seed": original}
+            space = self.spec.search_space
+            out = run_simulated(self.params, space, epochs=stage.epochs, sim=sim,
+                                checkpoint_dir=ckpt, report=never, wait=self.stop.wait)
+            test = epoch_value(self.params, space, stage.epochs - 1, sim | {"split": "test"})
+            metrics = {"value": test}
+            epochs_run, resumed = out.epochs_run, out.resumed_from_epoch
+        else:
+            result = self._train(self.params, original, ckpt, never, eval_split="test",
+                                 output_dir=seed_dir)
+            final = result.history[-1]
+            metrics = {"value": final.value, **final.metrics}
+            epochs_run, resumed = result.epochs_run, result.resumed_from_epoch
+        trial.set_user_attr("params", self.params)
+        trial.set_user_attr("seed", self.spec.base_seed + original)
+        trial.set_user_attr("test_metrics", metrics)
+        return metrics["value"], epochs_run, resumed, "completed"
+
+
+def run_refit(worker, study, spec: StudySpec) -> int:
+    """Run refit seeds until ``spec.budget`` are COMPLETE, then write the summary once."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=study.study_name, storage=worker.storage,
+                              sampler=optuna.samplers.RandomSampler(seed=spec.base_seed),
+                              pruner=optuna.pruners.NopPruner())
+    params = best_params(worker.storage, study, spec)
+    objective = RefitObjective(spec, study_name=study.study_name,
+                               worker_index=worker.cfg.index, stop=worker.stop, params=params)
+    code = worker.optimize(study, objective, spec.budget, (TrialState.COMPLETE,))
+    if code == 0:
+        write_summary(study, spec, params)
+    return code
+
+
+def write_summary(study, spec: StudySpec, params: dict[str, Any]) -> bool:
+    """Write metrics.json + config.json if this process wins the claim; True if it wrote."""
+    from optuna.trial import TrialState
+
+    seeds = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                   key=lambda t: t.number)
+    out = refit_dir(spec)
+    out.mkdir(parents=True, exist_ok=True)
+    try:  # O_EXCL: exactly one worker, even on a shared filesystem, writes the summary
+        os.close(os.open(out / ".claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    per_metric: dict[str, list[float]] = {}
+    for t in seeds:
+        for key, value in t.user_attrs.get("test_metrics", {}).items():
+            per_metric.setdefault(key, []).append(float(value))
+    summary = {
+        "agent": spec.agent, "study": study.study_name, "split": "test",
+        "seeds": [t.user_attrs.get("seed") for t in seeds], "source_trial": params.get("source_trial"),
+        "metrics": {k: {"mean": statistics.fmean(v),
+                        "std": statistics.stdev(v) if len(v) > 1 else 0.0, "values": v}
+                    for k, v in per_metric.items()},
+    }
+    config = {"agent": spec.agent, "params": {k: v for k, v in params.items() if k != "source_trial"},
+              "stage": spec.stage, "train_defaults": spec.train_defaults,
+              "backbones": list(spec.backbones), "data_hash": spec.data_hash,
+              "split_hash": spec.split_hash}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    return True

@@ -1,0 +1,121 @@
+"""Stage plans (``launch/stages.toml``): which studies an agent's chain has and how each runs.
+
+Two plans ship: ``multi`` = s0 sanity -> s1 coarse -> s2 fine (narrowed from s1) -> refit,
+and ``max`` = one maximal stage with the original budgets. They are one engine with two
+plans. The launcher reads the file once and copies the stage settings into each study's
+spec; workers read only the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from psy_agents.config import from_mapping, read_toml
+from psy_agents.errors import ConfigError
+
+ENV_STAGES = "PSY_STAGES"
+PACKAGE_STAGES = Path(__file__).resolve().parents[3] / "launch" / "stages.toml"
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage. ``trials`` is the study-wide budget (for refit: the number of seeds)."""
+
+    name: str = ""
+    trials: int = 0
+    trials_per_agent: dict[str, int] = field(default_factory=dict)
+    seeds: int = 0
+    epochs: int = 1
+    patience: int = 1
+    pruner: Literal["none", "asha", "hyperband"] = "none"
+    train_fraction: float = 1.0
+    narrow_from: str = ""
+    top_k: int = 10
+    margin: float = 0.15
+    refit_from: str = ""
+
+    def __post_init__(self) -> None:
+        checks = [("epochs", self.epochs >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
+                  ("top_k", self.top_k >= 1, ">= 1"), ("margin", self.margin >= 0, ">= 0"),
+                  ("train_fraction", 0 < self.train_fraction <= 1, "in (0, 1]")]
+        if self.refit_from:
+            checks.append(("seeds", self.seeds >= 1, ">= 1 for a refit stage"))
+            # Refit never stops early: that would select an epoch on the test split.
+            checks.append(("patience", self.patience >= self.epochs,
+                           f">= epochs ({self.epochs}) for a refit stage"))
+        else:
+            checks.append(("trials", self.trials >= 1 or bool(self.trials_per_agent), ">= 1"))
+        for name, ok, rule in checks:
+            if not ok:
+                raise ValueError(f"The value of `{name}` is {getattr(self, name)!r}, "
+                                 f"but must be {rule}")
+
+    @property
+    def is_refit(self) -> bool:
+        return bool(self.refit_from)
+
+    def budget(self, agent: str) -> int:
+        """Finished trials (COMPLETE + PRUNED) this stage needs for ``agent``."""
+        if self.is_refit:
+            return self.seeds
+        return int(self.trials_per_agent.get(agent, self.trials))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str) -> StageConfig:
+        return from_mapping(cls, data, source=source)
+
+
+def stages_path(flag: Path | None = None) -> Path:
+    """The stages file: flag > env PSY_STAGES > ./launch/stages.toml > the repo's copy."""
+    if flag is not None:
+        return flag
+    if os.environ.get(ENV_STAGES):
+        return Path(os.environ[ENV_STAGES])
+    local = Path("launch") / "stages.toml"
+    return local if local.is_file() else PACKAGE_STAGES
+
+
+def load_plan(plan: str, path: Path | None = None) -> tuple[StageConfig, ...]:
+    """The stages of ``plan`` in chain order.
+
+    Raises:
+        ConfigError: unknown plan (the message lists the valid ones), or see :func:`load_stages`.
+    """
+    path = stages_path(path)
+    plans = read_toml(path).get("plans", {})
+    if plan not in plans:
+        raise ConfigError(f"{path}: unknown plan {plan!r}",
+                          f"valid plans are: {', '.join(sorted(plans)) or '(none)'}")
+    return load_stages(plans[plan], path)
+
+
+def load_stages(names: Sequence[str], path: Path | None = None) -> tuple[StageConfig, ...]:
+    """The named stages in the given (chain) order.
+
+    Raises:
+        ConfigError: a stage without a [stages.NAME] table, a bad key or value, or a
+            narrow/refit source that does not come earlier in ``names``.
+    """
+    path = stages_path(path)
+    tables = read_toml(path).get("stages", {})
+    stages: list[StageConfig] = []
+    for name in names:
+        if name not in tables:
+            raise ConfigError(f"{path}: no [stages.{name}] table",
+                              f"valid stages are: {', '.join(sorted(tables))}")
+        stage = StageConfig.from_dict({"name": name, **tables[name]},
+                                      source=f"{path} [stages.{name}]")
+        source = stage.narrow_from or stage.refit_from
+        if source and source not in [s.name for s in stages]:
+            raise ConfigError(f"stage {name!r} builds on {source!r}, which does not come "
+                              f"before it in {list(names)}", "reorder the stages or fix the name")
+        stages.append(stage)
+    return tuple(stages)

@@ -1,0 +1,270 @@
+"""Optuna storage: URL resolution, password masking, one RDBStorage factory, retries.
+
+The URL comes from ``--storage``, else the env var ``PSY_STORAGE``, else the embedded default
+``sqlite:///runs/optuna.db`` (relative to the current directory). Postgres gets
+``pool_pre_ping``, a small pool, TCP keepalives and a connect timeout; SQLite gets WAL and a
+busy timeout. Every RDB storage has heartbeats and retries trials whose worker died
+(``RetryHeartbeatStaleTrialCallback``). The schema is created once, under a Postgres advisory
+lock, by whoever creates the studies (:func:`create_schema_once`); workers open the storage
+with ``skip_table_creation``. A URL is printed or logged only through :func:`mask_url`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from psy_agents.errors import StorageError
+
+DEFAULT_URL = "sqlite:///runs/optuna.db"
+ENV_URL = "PSY_STORAGE"
+ENV_HEARTBEAT = "PSY_HEARTBEAT_INTERVAL_S"
+ENV_GRACE = "PSY_GRACE_PERIOD_S"
+_SCHEMA_LOCK_KEY = 0x5053_5941  # "PSYA": one advisory lock id for schema creation
+_log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# user:password@ in the authority part, and password=... in a query string.
+_AUTH_RE = re.compile(r"(?P<head>[a-zA-Z][\w+.-]*://[^:/@?#]*):(?P<pw>[^@/?#]*)@")
+_QUERY_PW_RE = re.compile(r"(?P<head>[?&]password=)(?P<pw>[^&#]*)", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (safe to print or log)."""
+    masked = _AUTH_RE.sub(lambda m: f"{m['head']}:***@", url)
+    return _QUERY_PW_RE.sub(lambda m: f"{m['head']}***", masked)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error message, say) with the password of ``url`` replaced by ``***``."""
+    for regex in (_AUTH_RE, _QUERY_PW_RE):
+        match = regex.search(url)
+        if match and match["pw"]:
+            text = text.replace(match["pw"], "***")
+    return text.replace(url, mask_url(url))
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """How a process talks to the storage. Seconds are in the names.
+
+    Heartbeats: a trial whose worker sent no heartbeat for ``grace_period_s`` is failed by the
+    next worker that looks and re-queued (up to ``max_retry`` times).
+    """
+
+    heartbeat_interval_s: int = 60
+    grace_period_s: int = 180
+    max_retry: int = 3
+    pool_size: int = 2
+    connect_timeout_s: int = 10
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval_s < 1 or self.grace_period_s <= self.heartbeat_interval_s:
+            raise StorageError(
+                f"heartbeat interval {self.heartbeat_interval_s} s and grace period "
+                f"{self.grace_period_s} s are inconsistent",
+                "use an interval >= 1 s and a grace period longer than the interval")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StorageSettings:
+        """Defaults, with heartbeat settings overridden by PSY_HEARTBEAT_INTERVAL_S and
+        PSY_GRACE_PERIOD_S (tests use seconds; clusters keep the defaults)."""
+        env = os.environ if env is None else env
+        kwargs: dict[str, int] = {}
+        for name, field in ((ENV_HEARTBEAT, "heartbeat_interval_s"), (ENV_GRACE, "grace_period_s")):
+            if env.get(name):
+                try:
+                    kwargs[field] = int(env[name])
+                except ValueError:
+                    raise StorageError(f"{name}={env[name]!r} is not a whole number of seconds",
+                                       f"set {name} to an integer") from None
+        return cls(**kwargs)
+
+
+def resolve_url(flag: str | None, env: Mapping[str, str] | None = None) -> str:
+    """The storage URL: flag > env PSY_STORAGE > embedded SQLite default.
+
+    Creates the parent directory of a SQLite file (``runs/`` for the default).
+    """
+    env = os.environ if env is None else env
+    url = flag or env.get(ENV_URL) or DEFAULT_URL
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The database file of a ``sqlite:///`` URL, or None for other URLs and ``:memory:``."""
+    if not url.startswith("sqlite:///"):
+        return None
+    raw = url[len("sqlite:///"):].split("?", 1)[0]
+    return None if raw in ("", ":memory:") else Path(raw)
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql", "postgres"))
+
+
+def engine_kwargs(url: str, settings: StorageSettings) -> dict[str, Any]:
+    """SQLAlchemy engine options: pre-ping, small pool and keepalives for Postgres; a busy
+    timeout for SQLite (``timeout`` makes sqlite3 wait for a lock instead of failing)."""
+    if is_postgres(url):
+        return {
+            "pool_pre_ping": True,  # idle connections drop during hour-long trials
+            "pool_size": settings.pool_size,
+            "max_overflow": 2,
+            "pool_recycle": 1800,
+            "connect_args": {
+                "connect_timeout": settings.connect_timeout_s,
+                "keepalives": 1, "keepalives_idle": 30,
+                "keepalives_interval": 10, "keepalives_count": 3,
+                "application_name": "psy-agents",
+            },
+        }
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def _enable_wal(path: Path) -> None:
+    # WAL lets readers (status, export) run beside a writing worker; the mode is stored in
+    # the file, so setting it once per process is enough. busy_timeout covers the race of
+    # two workers switching it at the same moment.
+    with sqlite3.connect(path, timeout=60) as conn:
+        conn.execute("PRAGMA busy_timeout = 60000")
+        conn.execute("PRAGMA journal_mode = WAL")
+
+
+def quiet_optuna() -> None:
+    """Silence Optuna's info logs and ExperimentalWarnings (heartbeats and stale-trial retry
+    are marked experimental but are the documented fault-tolerance path); the worker logs
+    its own one line per trial."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def open_storage(url: str, settings: StorageSettings | None = None, *,
+                 create_schema: bool = False):
+    """An ``optuna.storages.RDBStorage`` for ``url`` with heartbeats and stale-trial retry.
+
+    Args:
+        create_schema: create the tables (only the process creating studies does this; use
+            :func:`create_schema_once`). Workers leave it False and skip table creation.
+
+    Raises:
+        StorageError: the database is unreachable (within ``connect_timeout_s``) or has no
+            psy-agents schema; the message never contains the password.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    quiet_optuna()
+    settings = settings or StorageSettings.from_env()
+    path = sqlite_path(url)
+    if path is not None:
+        if not create_schema and not path.exists():
+            raise StorageError(f"no storage file at {path}",
+                               "start the search with `launch hpo` (it creates the studies)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _enable_wal(path)
+    try:
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs=engine_kwargs(url, settings),
+            heartbeat_interval=settings.heartbeat_interval_s,
+            grace_period=settings.grace_period_s,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                max_retry=settings.max_retry),
+            skip_table_creation=not create_schema)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+            RuntimeError, ImportError) as exc:
+        raise _storage_error(url, exc) from None
+
+
+def _storage_error(url: str, exc: BaseException) -> StorageError:
+    # Optuna wraps driver errors in StorageInternalError; the cause says what went wrong.
+    exc = _root(exc)
+    detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
+    if "does not exist" in detail or "no such table" in detail or "version_info" in detail:
+        return StorageError(f"storage {mask_url(url)} has no psy-agents schema ({detail})",
+                            "create the studies first with `launch hpo`")
+    return StorageError(f"cannot use storage {mask_url(url)}: {detail}",
+                        f"check the URL (--storage or {ENV_URL}) and that the database is up")
+
+
+def create_schema_once(url: str, settings: StorageSettings | None = None):
+    """Create the Optuna schema if missing and return the storage. Idempotent.
+
+    On Postgres a session advisory lock serialises concurrent callers: concurrent CREATE
+    TABLE on an empty database fails (duplicate pg_type rows), so only one creates.
+    """
+    if not is_postgres(url):
+        return open_storage(url, settings, create_schema=True)
+    import sqlalchemy
+
+    settings = settings or StorageSettings.from_env()
+    kwargs = engine_kwargs(url, settings)
+    kwargs.pop("pool_size"), kwargs.pop("max_overflow")
+    try:
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **kwargs)
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+            try:
+                storage = open_storage(url, settings, create_schema=True)
+            finally:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"),
+                             {"k": _SCHEMA_LOCK_KEY})
+        engine.dispose()
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        raise _storage_error(url, exc) from None
+    return storage
+
+
+def _root(exc: BaseException) -> BaseException:
+    while type(exc).__name__ == "StorageInternalError" and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors worth retrying: dropped connections, timeouts, locked SQLite."""
+    import sqlalchemy.exc
+
+    exc = _root(exc)
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError |
+                      sqlalchemy.exc.TimeoutError)
+
+
+def with_retry(fn: Callable[[], T], *, what: str, attempts: int = 6,
+               base_delay_s: float = 0.5, max_delay_s: float = 20.0,
+               sleep: Callable[[float], None] = time.sleep) -> T:
+    """Call ``fn``; on a transient storage error retry with exponential backoff + jitter.
+
+    Raises:
+        The last transient error after ``attempts`` tries; non-transient errors at once.
+    """
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc) or attempt == attempts - 1:
+                raise
+            delay = min(max_delay_s, base_delay_s * 2 ** attempt) * (0.5 + random.random() / 2)
+            _log.warning("storage blip during %s (%s); retry %d/%d in %.1f s", what,
+                         type(exc).__name__, attempt + 1, attempts - 1, delay)
+            sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover

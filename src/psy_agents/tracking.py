@@ -1,0 +1,103 @@
+"""MLflow tracking for HPO: one parent run per study, one child run per trial.
+
+On when ``MLFLOW_TRACKING_URI`` is set (a server, or ``file:///path/mlruns``); off otherwise.
+The MLflow experiment is the psy-agents experiment; the parent run is tagged
+``psy.study=<study>`` and found again by every worker (two workers racing at the very first
+trial may each create one; children still carry the study tag). Children log the trial's
+params, the per-epoch value, final value, state and metrics. A tracking outage never fails a
+trial: each failure is one warning, after which tracking pauses for ``PAUSE_S`` seconds.
+Nothing secret is logged: params come from the search space and the spec, never the URL.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+_log = logging.getLogger("psy_agents.tracking")
+PAUSE_S = 60.0
+
+
+class Tracker:
+    """MLflow client wrapper whose every call only warns on failure."""
+
+    def __init__(self, uri: str, experiment: str, study: str, spec_params: dict[str, Any]):
+        # Fail fast: MLflow's default HTTP retries would stall a trial for minutes.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+        self.uri, self.experiment, self.study = uri, experiment, study
+        self.spec_params = spec_params
+        self.client = None
+        self.parent_id: str | None = None
+        self.children: dict[int, str] = {}
+        self._paused_until = 0.0
+
+    @classmethod
+    def from_env(cls, experiment: str, study: str, spec_params: dict[str, Any]) -> Tracker | None:
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        return cls(uri, experiment, study, spec_params) if uri else None
+
+    def _safe(self, what: str, fn, *args, **kwargs):
+        if time.monotonic() < self._paused_until:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:  # any MLflow/network failure: warn, never fail the trial
+            self._paused_until = time.monotonic() + PAUSE_S
+            _log.warning("tracking unavailable (%s: %s: %s); trials go on, retrying tracking "
+                         "in %.0f s", what, type(exc).__name__, str(exc).splitlines()[0][:200]
+                         if str(exc) else "", PAUSE_S)
+            return None
+
+    def _parent(self) -> str:
+        if self.parent_id is None:
+            from mlflow import MlflowClient
+
+            self.client = self.client or MlflowClient(self.uri)
+            exp = self.client.get_experiment_by_name(self.experiment)
+            exp_id = exp.experiment_id if exp else self.client.create_experiment(self.experiment)
+            found = self.client.search_runs(
+                [exp_id], filter_string=f"tags.`psy.study` = '{self.study}' and "
+                                        "tags.`psy.role` = 'parent'", max_results=1)
+            if found:
+                self.parent_id = found[0].info.run_id
+            else:
+                run = self.client.create_run(exp_id, run_name=self.study,
+                                             tags={"psy.study": self.study, "psy.role": "parent"})
+                self.parent_id = run.info.run_id
+                for key, value in self.spec_params.items():
+                    self.client.log_param(self.parent_id, key, str(value)[:500])
+            self._exp_id = exp_id
+        return self.parent_id
+
+    def start_trial(self, number: int, params: dict[str, Any]) -> None:
+        def start() -> None:
+            parent = self._parent()
+            run = self.client.create_run(self._exp_id, run_name=f"{self.study}#{number}", tags={
+                "mlflow.parentRunId": parent, "psy.study": self.study, "psy.role": "trial",
+                "psy.trial": str(number)})
+            self.children[number] = run.info.run_id
+            for key, value in params.items():
+                self.client.log_param(run.info.run_id, key, value)
+        self._safe("start_trial", start)
+
+    def log_epoch(self, number: int, epoch: int, value: float) -> None:
+        run_id = self.children.get(number)
+        if run_id is not None:
+            self._safe("log_epoch", self.client.log_metric, run_id, "value", value, step=epoch)
+
+    def end_trial(self, number: int, state: str, value: float | None,
+                  metrics: dict[str, float]) -> None:
+        run_id = self.children.pop(number, None)
+        if run_id is None:
+            return
+
+        def end() -> None:
+            self.client.set_tag(run_id, "psy.state", state)
+            for key, val in {**metrics, **({"final_value": value} if value is not None else {})
+                             }.items():
+                self.client.log_metric(run_id, key, float(val))
+            self.client.set_terminated(run_id, "FINISHED" if state != "FAIL" else "FAILED")
+        self._safe("end_trial", end)

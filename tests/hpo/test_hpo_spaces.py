@@ -1,0 +1,116 @@
+"""Search spaces: sampling real Optuna trials, TrainConfig coverage, and pure narrowing."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import optuna
+import pytest
+
+from psy_agents.hpo import spaces
+from psy_agents.hpo.spaces import Param, narrow
+from psy_agents.training.config import TrainConfig
+
+AGENTS = ("criteria", "evidence", "share", "joint")
+
+
+def _sample(space, n=30, seed=0):
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed),
+                                direction="maximize")
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(spaces.suggest(trial, space))
+        study.tell(trial, 0.0)
+    return out
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_every_sampled_param_lands_in_train_config(agent):
+    space = spaces.agent_space(agent, ("tiny", "minilm"), epochs=8)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert {p.name for p in space} <= fields
+    samples = _sample(space, n=60)
+    for params in samples:
+        cfg = TrainConfig.from_dict({"agent": agent, **params})
+        for name, value in params.items():
+            assert getattr(cfg, name) == value, name
+    # every parameter really varies (a constant would be a searched-but-ignored knob)
+    for p in space:
+        assert len({s[p.name] for s in samples if p.name in s}) >= 2, p.name
+
+
+def test_agent_spaces_cover_their_losses():
+    names = {a: {p.name for p in spaces.agent_space(a, ("tiny",), 8)} for a in AGENTS}
+    assert {"cls_loss", "focal_gamma", "pooling"} <= names["criteria"]
+    assert "neg_ratio" in names["evidence"] and "cls_loss" not in names["evidence"]
+    assert {"loss_weight", "neg_ratio", "cls_loss"} <= names["share"] == names["joint"]
+    assert "backbone" not in names["criteria"]  # one backbone: nothing to search
+    assert "epochs" not in {p.name for p in spaces.agent_space("criteria", ("t",), 1)}
+
+
+def test_conditional_param_only_when_its_condition_holds():
+    space = spaces.agent_space("criteria", ("tiny",), 8)
+    samples = _sample(space, n=60)
+    assert any(s["cls_loss"] == "focal" for s in samples)
+    for s in samples:
+        assert ("focal_gamma" in s) == (s["cls_loss"] == "focal")
+
+
+def test_json_round_trip():
+    space = spaces.agent_space("joint", ("a", "b"), 8)
+    assert spaces.space_from_json(spaces.space_to_json(space)) == space
+
+
+SPACE = (
+    Param("lr", "float", 1e-5, 1e-3, log=True),
+    Param("dropout", "float", 0.0, 0.3),
+    Param("head_layers", "int", 1, 4),
+    Param("pooling", "categorical", choices=("cls", "mean")),
+    Param("schedule", "categorical", choices=("linear", "cosine", "constant")),
+    Param("focal_gamma", "float", 0.5, 4.0, when=("cls_loss", "focal")),
+)
+
+
+def _t(lr, dropout, layers, pooling, schedule):
+    return {"lr": lr, "dropout": dropout, "head_layers": layers, "pooling": pooling,
+            "schedule": schedule}
+
+
+FINISHED = [
+    (_t(1e-4, 0.10, 2, "cls", "cosine"), 0.9),
+    (_t(2e-4, 0.20, 3, "cls", "linear"), 0.8),
+    (_t(1e-5, 0.00, 1, "mean", "constant"), 0.1),
+    (_t(9e-4, 0.30, 4, "mean", "constant"), 0.2),
+]
+
+
+def test_narrow_categoricals_keep_top_k_choices_in_original_order():
+    out = {p.name: p for p in narrow(SPACE, FINISHED, top_k=2, margin=0.0)}
+    assert out["pooling"].choices == ("cls",)
+    assert out["schedule"].choices == ("linear", "cosine")
+
+
+def test_narrow_numeric_range_plus_margin_log_aware():
+    out = {p.name: p for p in narrow(SPACE, FINISHED, top_k=2, margin=0.1)}
+    width = math.log(1e-3) - math.log(1e-5)
+    assert out["lr"].log
+    assert out["lr"].low == pytest.approx(math.exp(math.log(1e-4) - 0.1 * width))
+    assert out["lr"].high == pytest.approx(math.exp(math.log(2e-4) + 0.1 * width))
+    assert out["dropout"].low == pytest.approx(0.07) and out["dropout"].high == pytest.approx(0.23)
+    assert (out["head_layers"].low, out["head_layers"].high) == (1, 4)  # 2..3 ± 0.3 rounded out
+    assert out["focal_gamma"] == SPACE[-1]  # never sampled in the top-k: unchanged
+
+
+def test_narrow_clips_to_original_bounds_and_is_deterministic():
+    a = narrow(SPACE, FINISHED, top_k=4, margin=0.5)
+    assert a == narrow(SPACE, list(FINISHED), top_k=4, margin=0.5)
+    lr = a[0]
+    assert (lr.low, lr.high) == (1e-5, 1e-3)
+
+
+def test_narrow_ties_keep_the_earlier_trial():
+    tied = [(_t(1e-4, 0.1, 2, "cls", "cosine"), 0.5), (_t(1e-5, 0.0, 1, "mean", "linear"), 0.5)]
+    out = {p.name: p for p in narrow(SPACE, tied, top_k=1, margin=0.0)}
+    assert out["pooling"].choices == ("cls",) and out["lr"].low == pytest.approx(1e-4)
