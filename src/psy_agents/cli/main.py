@@ -19,10 +19,18 @@ from psy_agents import __version__
 # name -> (module:attribute, one-line help). The help lives here so listing the commands
 # imports none of them. A new command is one entry.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "hpo": ("psy_agents.cli.hpo:hpo", "Start a search: create the studies, start N workers."),
     "data": ("psy_agents.cli.data:data", "Validate, split, describe or synthesize ReDSM5 data."),
     "train": ("psy_agents.cli.train:train", "Train one agent configuration and evaluate it."),
     "eval": ("psy_agents.cli.eval:eval_cmd", "Evaluate a saved model on the val or test split."),
     "bench": ("psy_agents.cli.bench:bench", "Benchmarks that print measured figures."),
+    "worker": ("psy_agents.cli.worker:worker", "Run one HPO worker on study chains (exit 75 = requeue me)."),
+    "status": ("psy_agents.cli.status:status", "Show progress of every study (counts, best, ETA, live workers)."),
+    "best": ("psy_agents.cli.best:best", "Print the best trial of a study."),
+    "export": ("psy_agents.cli.export:export", "Export best config, top-k and all trials (CSV/JSON)."),
+    "report": ("psy_agents.cli.report:report", "Write a self-contained HTML report of a study."),
+    "dashboard": ("psy_agents.cli.dashboard:dashboard", "Serve optuna-dashboard on the study storage."),
+    "cancel": ("psy_agents.cli.cancel:cancel", "Stop the workers of an experiment on any backend."),
 }
 
 

@@ -1,0 +1,247 @@
+"""Usage: launch hpo --agent A [--plan multi|max | --stages s0,s1] [--workers N] [--backend B]
+
+The front door: creates the schema and every study of the campaign once (so N workers never
+race to create them), stores the full spec in the database, then asks the backend to start
+N copies of `launch worker`. With the local backend it stays in the foreground until the
+workers finish; with slurm/k8s it returns after submitting (``--follow`` keeps watching).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from psy_agents.backends.cli_options import backend_options
+
+AGENTS = ("criteria", "evidence", "share", "joint")
+STORAGE_ENV = "PSY_STORAGE"
+FOLLOW_EVERY_S = 5.0
+
+
+def _agents(agent: str) -> tuple[str, ...]:
+    return AGENTS if agent == "all" else (agent,)
+
+
+def _stages(plan: str | None, stage: str | None,
+            stages: str | None) -> str | tuple[str, ...]:
+    if sum(x is not None for x in (plan, stage, stages)) > 1:
+        raise click.UsageError("give one of --plan, --stage or --stages")
+    if stage:
+        return (stage,)
+    if stages:
+        return tuple(s.strip() for s in stages.split(",") if s.strip())
+    return plan or "multi"
+
+
+def _plan_stages(chain: str | tuple[str, ...], stages_file: Path | None):
+    """The stages to create. A stage may build on one outside ``chain`` (``--stage s2``
+    narrows from the s1 of an earlier run of the same experiment): its sources are loaded
+    only so the file's narrow/refit rules are checked, and are not created again."""
+    from psy_agents.config import read_toml
+    from psy_agents.hpo.stages import load_plan, load_stages, stages_path
+
+    if isinstance(chain, str):
+        return load_plan(chain, stages_file)
+    tables = read_toml(stages_path(stages_file)).get("stages", {})
+    sources: list[str] = []
+    for name in chain:
+        table = tables.get(name, {})
+        src = table.get("narrow_from") or table.get("refit_from")
+        while src and src not in chain and src not in sources:
+            sources.insert(0, src)
+            table = tables.get(src, {})
+            src = table.get("narrow_from") or table.get("refit_from")
+    loaded = load_stages([*sources, *chain], stages_file)
+    return loaded[len(sources):]
+
+
+def _check_sources(url: str, experiment: str, agents: tuple[str, ...], plan_stages) -> None:
+    """Fail before anything is created when a stage builds on a study that does not exist."""
+    from psy_agents.errors import ConfigError, StorageError
+    from psy_agents.hpo.spec import study_name
+    from psy_agents.hpo.storage import open_storage
+
+    names = {s.name for s in plan_stages}
+    outside = [(s.name, s.narrow_from or s.refit_from) for s in plan_stages
+               if (s.narrow_from or s.refit_from) and (s.narrow_from or s.refit_from) not in names]
+    if not outside:
+        return
+    try:
+        storage = open_storage(url)
+        existing = {s.study_name for s in storage.get_all_studies()}
+    except StorageError:
+        existing = set()  # no storage yet: certainly no source study in it
+    for stage, source in outside:
+        for agent in agents:
+            if study_name(experiment, agent, source) not in existing:
+                raise ConfigError(
+                    f"stage {stage} builds on study {study_name(experiment, agent, source)}, "
+                    "which does not exist in this storage",
+                    f"run stage {source} first (`launch hpo --agent {agent} --stage {source} "
+                    f"--experiment {experiment}`) or pass --stages {source},{stage}")
+
+
+def _absolute_sqlite(url: str) -> str:
+    """Workers may start in another directory (Slurm, a restart): pin a relative SQLite path."""
+    from psy_agents.hpo.storage import sqlite_path
+
+    path = sqlite_path(url)
+    if path is None or path.is_absolute():
+        return url
+    return "sqlite:///" + str(path.resolve()) + (("?" + url.split("?", 1)[1]) if "?" in url else "")
+
+
+def _worker_argv(backend: str, studies: tuple[str, ...]) -> tuple[str, ...]:
+    # In a container the entry point is `launch`; elsewhere run this very interpreter so a
+    # worker uses the same environment as the launcher, whatever PATH says.
+    head = ("launch",) if backend == "k8s" else (sys.executable, "-m", "psy_agents.cli.main")
+    study_flags = tuple(x for s in studies for x in ("--study", s))
+    return (*head, "worker", *study_flags)
+
+
+def campaign_over(rows) -> bool:
+    """Every study's budget is finished and no trial is RUNNING or WAITING (for a retry)."""
+    return bool(rows) and all(r.finished >= r.budget and r.counts["RUNNING"] == 0
+                              and r.counts["WAITING"] == 0 for r in rows)
+
+
+def _follow(storage_url: str, experiment: str, backend, handle, every_s: float) -> None:
+    """Print the campaign's progress (when it changes) until the campaign is over.
+
+    Raises:
+        BackendError: every worker has ended (succeeded, failed or stopped) while the
+            campaign is not over, so waiting longer would wait forever.
+    """
+    from psy_agents.errors import BackendError
+    from psy_agents.hpo.results import all_status, format_status
+    from psy_agents.hpo.storage import open_storage
+
+    ended = {"succeeded", "failed", "stopped"}
+    storage, shown = open_storage(storage_url), None
+    while True:
+        # Workers first, then the database: workers that ended before this read have
+        # written everything they will ever write, so the rows below are final for them.
+        workers = backend.status(handle)
+        rows = all_status(storage, experiment)
+        lines = [format_status(row) for row in rows]
+        if lines != shown:
+            click.echo("\n".join(lines), err=True)
+            shown = lines
+        if campaign_over(rows):
+            return
+        if workers and all(w.state in ended for w in workers):
+            summary = ", ".join(f"{w.index}: {w.state}" for w in workers)
+            raise BackendError(f"every {handle.backend} worker of {experiment} has ended "
+                               f"({summary}) but the campaign is not finished",
+                               f"read the worker logs under {handle.data.get('folder', 'runs')}"
+                               f" and relaunch the same `launch hpo` command to resume")
+        time.sleep(every_s)
+
+
+def _summary(storage_url: str, experiment: str) -> None:
+    from psy_agents.hpo.results import all_status, format_status
+    from psy_agents.hpo.storage import open_storage
+
+    for row in all_status(open_storage(storage_url), experiment):
+        click.echo(format_status(row))
+
+
+@click.command("hpo")
+@click.option("--agent", required=True, type=click.Choice([*AGENTS, "all"]),
+              help="Agent to tune; `all` gives the four agents' chains one worker pool.")
+@click.option("--plan", default=None, help="Stage plan from the stages file: `multi` "
+              "(s0 -> s1 -> s2 -> refit, the default) or `max` (the maximal search).")
+@click.option("--stage", default=None, help="One stage alone, e.g. `max` or `s1`.")
+@click.option("--stages", default=None, metavar="S0,S1,...",
+              help="Explicit stage chain, e.g. `s1` or `s0,s1,s2,refit`.")
+@click.option("--stages-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Stage plans [default: launch/stages.toml].")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of workers sharing the studies.")
+@click.option("--experiment", default="default", show_default=True, envvar="PSY_EXPERIMENT",
+              help="Experiment name; studies are `{experiment}.{agent}.{stage}` "
+                   "[env: PSY_EXPERIMENT].")
+@click.option("--storage", default=None, help="Optuna storage URL [env: PSY_STORAGE; "
+              "default sqlite:///runs/optuna.db]. The password is never printed.")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="ReDSM5 folder [env: PSY_DATA_DIR; default data/sample].")
+@click.option("--backbone", "backbones", multiple=True,
+              help="Backbone(s) to search over: tiny, minilm, a local dir or a hub name "
+                   "[default: tiny]. Repeat to search over several.")
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Override every stage's study-wide trial budget (quick runs).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Override every stage's epoch cap (quick runs).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Override the refit stage's number of seeds.")
+@click.option("--gpus-per-worker", type=click.IntRange(min=0), default=0, show_default=True,
+              help="GPUs per worker (0 = CPU).")
+@click.option("--objective", type=click.Choice(["train", "simulated"]), default="train",
+              show_default=True, help="`simulated` is the synthetic benchmark workload "
+              "(no model is trained); use it to test a cluster set-up.")
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs"), show_default=True, help="Logs, checkpoints, outputs.")
+@click.option("--dry-run", is_flag=True,
+              help="Print what the backend would submit (sbatch script, Job YAML); "
+                   "create nothing.")
+@click.option("--follow", is_flag=True,
+              help="slurm/k8s: keep showing progress until the campaign ends.")
+@backend_options
+def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, stages_file: Path | None,
+        workers: int, experiment: str, storage: str | None, data_dir: Path | None,
+        backbones: tuple[str, ...], trials: int | None, epochs: int | None,
+        seeds: int | None, gpus_per_worker: int, objective: str, runs_dir: Path,
+        dry_run: bool, follow: bool, backend: str, backend_options) -> int:
+    """Start a hyperparameter search: create the studies, then start N workers.
+
+    \b
+    Examples:
+      launch hpo --agent criteria                       # local, 1 worker, SQLite, tiny model
+      launch hpo --agent joint --workers 16 --backend slurm --slurm-partition gpu
+      launch hpo --agent all --stage max --workers 64 --backend k8s --dry-run
+    """
+    from psy_agents.backends.base import LaunchRequest
+    from psy_agents.backends.registry import get_backend, start
+    from psy_agents.data.prepare import default_data_dir
+    from psy_agents.hpo.spec import CampaignOverrides, create_campaign, study_name
+    from psy_agents.hpo.storage import mask_url, resolve_url
+
+    chain = _stages(plan, stage, stages)
+    plan_stages = _plan_stages(chain, stages_file)
+    url = _absolute_sqlite(resolve_url(storage))
+    data_dir = (data_dir or default_data_dir()).resolve()
+    exp_dir = (runs_dir / experiment).resolve()
+    be = get_backend(backend, backend_options)
+    first_studies = tuple(study_name(experiment, a, plan_stages[0].name) for a in _agents(agent))
+    req = LaunchRequest(
+        experiment=experiment, n_workers=workers,
+        worker_argv=_worker_argv(backend, first_studies), run_dir=exp_dir,
+        env={"PSY_DATA_DIR": str(data_dir)}, secret_env_names=(STORAGE_ENV,),
+        gpus_per_worker=gpus_per_worker, options=backend_options)
+    if dry_run:
+        click.echo(be.render(req))
+        return 0
+    be.check_available()  # before anything is created
+    _check_sources(url, experiment, _agents(agent), plan_stages)
+    overrides = CampaignOverrides(
+        objective=objective, trials=trials, epochs=epochs, seeds=seeds,
+        backbones=tuple(backbones) or ("tiny",), runs_dir=str(runs_dir.resolve()))
+    campaign = create_campaign(url, experiment=experiment, agents=_agents(agent),
+                               stages=plan_stages, n_workers=workers, overrides=overrides,
+                               data_dir=data_dir, stages_file=stages_file)
+    click.echo(f"created {len(campaign.all_studies)} studies in {mask_url(url)}; "
+               f"starting {workers} {backend} worker(s)", err=True)
+    os.environ[STORAGE_ENV] = url  # children inherit it; it is never written anywhere
+    handle = start(be, req)
+    if backend != "local":
+        click.echo(f"submitted {backend} job {handle.job_id} "
+                   f"(`launch status --experiment {experiment}`, "
+                   f"`launch cancel --experiment {experiment} --runs-dir {runs_dir}`)", err=True)
+        if follow:
+            _follow(url, experiment, be, handle, every_s=FOLLOW_EVERY_S)
+    _summary(url, experiment)
+    return 0

@@ -1,0 +1,117 @@
+"""`launch hpo`: the front door, through real subprocesses, real local workers and real Postgres.
+
+The campaigns here use the `simulated` objective (the benchmark workload: per-epoch reports,
+heavy-tailed durations) so they test the launcher + backend + worker path in seconds; the
+real training objective is exercised by tests/hpo.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PASSWORD = "Hunter2-s3cret"
+
+
+def launch(args, cwd: Path, env: dict | None = None, timeout: float = 240):
+    full_env = {**os.environ, "PSY_DATA_DIR": str(REPO / "data" / "sample"), **(env or {})}
+    full_env.pop("PSY_STORAGE", None) if "PSY_STORAGE" not in (env or {}) else None
+    return subprocess.run([sys.executable, "-m", "psy_agents.cli.main", *args], cwd=cwd,
+                          env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def with_password(pg_url: str) -> str:
+    # Trust auth on the test server ignores the password, so the URL still connects while
+    # carrying a secret the test can grep for.
+    return pg_url.replace("postgres@", f"postgres:{PASSWORD}@", 1)
+
+
+def all_text_under(path: Path) -> str:
+    chunks = []
+    for f in path.rglob("*"):
+        if f.is_file():
+            chunks.append(f.read_bytes().decode("utf-8", "replace"))
+    return "\n".join(chunks)
+
+
+def test_local_campaign_on_postgres_meets_budget_and_hides_password(tmp_path, pg_url):
+    url = with_password(pg_url)
+    out = launch(["hpo", "--agent", "criteria", "--stage", "s1", "--objective", "simulated",
+                  "--trials", "8", "--workers", "2", "--experiment", "e1"],
+                 cwd=tmp_path, env={"PSY_STORAGE": url})
+    assert out.returncode == 0, out.stderr
+    assert "created 1 studies in postgresql+psycopg2://postgres:***@" in out.stderr
+    study = optuna.load_study(study_name="e1.criteria.s1", storage=pg_url)
+    states = [t.state for t in study.trials]
+    finished = sum(s in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+                   for s in states)
+    assert 8 <= finished <= 8 + 2 - 1
+    assert all(s.is_finished() for s in states)
+    assert "e1.criteria.s1" in out.stdout and f"{finished}/8" in out.stdout
+    logs = sorted((tmp_path / "runs" / "e1" / "logs").glob("worker-*.log"))
+    assert [p.name for p in logs] == ["worker-0.log", "worker-1.log"]
+    assert PASSWORD not in out.stdout + out.stderr
+    assert PASSWORD not in all_text_under(tmp_path / "runs")
+
+
+def test_embedded_sqlite_default_with_two_workers(tmp_path):
+    out = launch(["hpo", "--agent", "evidence", "--stage", "s1", "--objective", "simulated",
+                  "--trials", "5", "--workers", "2"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    db = tmp_path / "runs" / "optuna.db"
+    assert db.exists()
+    study = optuna.load_study(study_name="default.evidence.s1", storage=f"sqlite:///{db}")
+    assert len([t for t in study.trials if t.state.is_finished()]) >= 5
+
+
+@pytest.mark.parametrize(("backend", "marker"), [
+    ("local", "worker --study dry.joint.s0 --index 0"),
+    ("slurm", "#SBATCH --array=0-2%"),
+    ("k8s", "completionMode: Indexed"),
+])
+def test_dry_run_prints_and_creates_nothing(tmp_path, backend, marker):
+    out = launch(["hpo", "--agent", "joint", "--workers", "3", "--backend", backend,
+                  "--experiment", "dry", "--dry-run"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert marker in out.stdout
+    assert not (tmp_path / "runs" / "optuna.db").exists()
+    assert not (tmp_path / "runs" / "dry").exists()
+
+
+def test_option_of_unselected_backend_is_usage_error(tmp_path):
+    out = launch(["hpo", "--agent", "criteria", "--slurm-partition", "gpu"], cwd=tmp_path)
+    assert out.returncode == 2
+    assert "--slurm-partition" in out.stderr and "--backend slurm" in out.stderr
+    assert not (tmp_path / "runs" / "optuna.db").exists()
+
+
+def test_missing_sbatch_fails_before_anything_is_created(tmp_path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    out = launch(["hpo", "--agent", "criteria", "--backend", "slurm", "--experiment", "nos"],
+                 cwd=tmp_path, env={"PATH": str(bare)})
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and "sbatch" in out.stderr
+    assert out.stderr.count("\n") == 1
+    assert not (tmp_path / "runs" / "optuna.db").exists()
+
+
+def test_unknown_agent_and_conflicting_stage_flags(tmp_path):
+    out = launch(["hpo", "--agent", "planner"], cwd=tmp_path)
+    assert out.returncode == 2 and "Invalid value for '--agent'" in out.stderr
+    out = launch(["hpo", "--agent", "criteria", "--plan", "max", "--stage", "s1"], cwd=tmp_path)
+    assert out.returncode == 2 and "give one of --plan, --stage or --stages" in out.stderr
+
+
+def test_unreachable_database_is_one_line(tmp_path):
+    out = launch(["hpo", "--agent", "criteria", "--objective", "simulated", "--storage",
+                  f"postgresql+psycopg2://u:{PASSWORD}@127.0.0.1:1/nodb"], cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+    assert PASSWORD not in out.stderr and "***" in out.stderr
