@@ -135,10 +135,11 @@ def _follow(storage_url: str, experiment: str, backend, handle, every_s: float) 
             return
         if workers and all(w.state in ended for w in workers):
             summary = ", ".join(f"{w.index}: {w.state}" for w in workers)
+            logs = str(handle.data.get("folder", "the runs dir")).replace("%j", handle.job_id)
             raise BackendError(f"every {handle.backend} worker of {experiment} has ended "
                                f"({summary}) but the campaign is not finished",
-                               f"read the worker logs under {handle.data.get('folder', 'runs')}"
-                               f" and relaunch the same `launch hpo` command to resume")
+                               f"read the worker logs under {logs} and relaunch the same "
+                               "`launch hpo` command to resume")
         time.sleep(every_s)
 
 
