@@ -29,7 +29,7 @@ checkpointed and re-queued); 2 user error.
               help="First study of a chain ({experiment}.{agent}.{stage}); repeatable, "
                    "preferred first.")
 @click.option("--index", type=click.IntRange(min=0), required=True,
-              help="Worker index (seeds the sampler: base_seed + index).")
+              help="Worker index (seeds the sampler from base_seed, the index and the trials already in the study).")
 @click.option("--storage", default=None,
               help="Optuna storage URL [env: PSY_STORAGE; default sqlite:///runs/optuna.db].")
 def worker(studies: tuple[str, ...], index: int, storage: str | None) -> int:
