@@ -28,7 +28,7 @@ from psy_agents.errors import ConfigError, StorageError
 from psy_agents.hpo import spaces
 from psy_agents.hpo.objective import Objective, TrialFailed
 from psy_agents.hpo.spec import NARROWED_ATTR, StudySpec, load_spec, study_name
-from psy_agents.hpo.storage import StorageSettings, is_transient, open_storage, scrub
+from psy_agents.hpo.storage import StorageSettings, is_postgres, is_transient, open_storage, scrub
 
 EXIT_DONE = 0
 EXIT_REQUEUE = 75
@@ -51,13 +51,23 @@ def finished_states():
     return (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def make_sampler(spec: StudySpec, index: int):
+def sampler_seed(base_seed: int, index: int, n_trials_seen: int) -> int:
+    """The sampler seed of worker ``index`` joining a study that already holds
+    ``n_trials_seen`` trials.
+
+    Why the trial count: a worker restarted after a crash or a requeue would otherwise
+    replay the same random start-up draws and sample the configs it already tried.
+    """
+    return base_seed + index + 100_003 * n_trials_seen
+
+
+def make_sampler(spec: StudySpec, index: int, n_trials_seen: int = 0):
     import optuna
 
     return optuna.samplers.TPESampler(
         multivariate=True, group=True, constant_liar=True,
         n_startup_trials=max(spec.n_startup_trials, spec.n_workers),
-        seed=spec.base_seed + index)
+        seed=sampler_seed(spec.base_seed, index, n_trials_seen))
 
 
 def make_pruner(spec: StudySpec):
@@ -152,6 +162,7 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGUSR2):
             signal.signal(sig, self._on_signal)
         self.storage = open_storage(self.cfg.storage_url, self.cfg.settings)
+        async_commit(self.storage, self.cfg.storage_url)
         chains = [load_spec(self.storage, name)[1].chain for name in self.cfg.studies]
         for chain in chains:
             for name in chain:
@@ -167,8 +178,9 @@ class Worker:
             return run_refit(self, study, spec)
         import optuna
 
+        seen = len(study.get_trials(deepcopy=False))
         study = optuna.load_study(study_name=name, storage=self.storage,
-                                  sampler=make_sampler(spec, self.cfg.index),
+                                  sampler=make_sampler(spec, self.cfg.index, seen),
                                   pruner=make_pruner(spec))
         objective = Objective(spec, stage_space(self.storage, study, spec), study_name=name,
                               worker_index=self.cfg.index, stop=self.stop,
@@ -274,6 +286,29 @@ class Worker:
             self.stop.wait(poll_s)
             poll_s = min(2 * poll_s, float(self.cfg.settings.heartbeat_interval_s))
         return EXIT_REQUEUE
+
+
+def async_commit(storage, url: str) -> None:
+    """Postgres: this worker's commits stop waiting for the WAL flush (``synchronous_commit
+    off`` on its sessions).
+
+    Why: a trial makes ~40 small commits (params, user attrs, one report per epoch), and
+    waiting for each fsync was a third of the per-trial overhead `launch bench storage`
+    measured. A Postgres *server* crash can lose the last fraction of a second of commits,
+    never corrupt them; the trial concerned then looks RUNNING, its heartbeat goes stale and
+    it is retried from its checkpoint — the path a killed worker already takes.
+    """
+    if not is_postgres(url):
+        return
+    import sqlalchemy
+
+    def on_connect(dbapi_conn, _record) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SET synchronous_commit TO off")
+        dbapi_conn.commit()  # SET is transactional: the pool's reset-on-return would undo it
+
+    sqlalchemy.event.listen(storage.engine, "connect", on_connect)
+    storage.engine.dispose()  # connections opened before the listener lack the setting
 
 
 def _short(value) -> str:
