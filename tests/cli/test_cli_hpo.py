@@ -115,3 +115,33 @@ def test_unreachable_database_is_one_line(tmp_path):
     assert out.returncode == 2, out.stderr
     assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
     assert PASSWORD not in out.stderr and "***" in out.stderr
+
+
+def test_agent_all_shares_one_pool_and_each_worker_starts_on_its_own_agent(tmp_path, pg_url):
+    out = launch(["hpo", "--agent", "all", "--stage", "s1", "--objective", "simulated",
+                  "--trials", "3", "--workers", "4", "--experiment", "pool"],
+                 cwd=tmp_path, env={"PSY_STORAGE": pg_url})
+    assert out.returncode == 0, out.stderr
+    first_study_of_worker: dict[int, tuple] = {}
+    for agent in ("criteria", "evidence", "share", "joint"):
+        study = optuna.load_study(study_name=f"pool.{agent}.s1", storage=pg_url)
+        finished = [t for t in study.trials if t.state.is_finished()]
+        states = [(t.number, t.state.name, t.user_attrs.get("worker_index")) for t in study.trials]
+        assert len(finished) >= 3 and all(t.state.is_finished() for t in study.trials), (
+            agent, states, out.stderr[-3000:])
+        for t in study.trials:
+            w = t.user_attrs["worker_index"]
+            if w not in first_study_of_worker or t.datetime_start < first_study_of_worker[w][0]:
+                first_study_of_worker[w] = (t.datetime_start, agent)
+    assert {w: a for w, (_, a) in first_study_of_worker.items()} == {
+        0: "criteria", 1: "evidence", 2: "share", 3: "joint"}
+
+
+def test_own_chain_first_rotation():
+    from psy_agents.cli.worker import own_chain_first
+
+    chains = ("a", "b", "c", "d")
+    assert own_chain_first(chains, 0) == chains
+    assert own_chain_first(chains, 2) == ("c", "d", "a", "b")
+    assert own_chain_first(chains, 5) == ("b", "c", "d", "a")
+    assert own_chain_first(("only",), 7) == ("only",)

@@ -24,12 +24,25 @@ checkpointed and re-queued); 2 user error.
 """
 
 
+def own_chain_first(studies: tuple[str, ...], index: int) -> tuple[str, ...]:
+    """The chains in worker ``index``'s order of preference.
+
+    Every worker gets the same ``--study`` list (backends start one identical command), so
+    the preference is derived from the index: with ``--agent all`` the pool spreads over the
+    four agents instead of all workers crowding the first one.
+    """
+    k = index % len(studies)
+    return studies[k:] + studies[:k]
+
+
 @click.command("worker", help=HELP)
 @click.option("--study", "studies", multiple=True, required=True,
-              help="First study of a chain ({experiment}.{agent}.{stage}); repeatable, "
-                   "preferred first.")
+              help="First study of a chain ({experiment}.{agent}.{stage}); repeatable. "
+                   "Worker I starts with chain I mod the number of chains (its own agent) "
+                   "and helps the others once its own has no budget left.")
 @click.option("--index", type=click.IntRange(min=0), required=True,
-              help="Worker index (seeds the sampler from base_seed, the index and the trials already in the study).")
+              help="Worker index (seeds the sampler from base_seed, the index and the "
+                   "trials already in the study).")
 @click.option("--storage", default=None,
               help="Optuna storage URL [env: PSY_STORAGE; default sqlite:///runs/optuna.db].")
 def worker(studies: tuple[str, ...], index: int, storage: str | None) -> int:
@@ -38,6 +51,7 @@ def worker(studies: tuple[str, ...], index: int, storage: str | None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
-    cfg = WorkerConfig(storage_url=resolve_url(storage), studies=tuple(studies), index=index,
+    cfg = WorkerConfig(storage_url=resolve_url(storage),
+                       studies=own_chain_first(tuple(studies), index), index=index,
                        settings=StorageSettings.from_env())
     return Worker(cfg).run()
