@@ -45,8 +45,10 @@ def _time_eval(run, pad_to: int | None) -> float:
 @click.option("--batch-size", type=int, default=None)
 @DATA_DIR
 @LIMIT
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the figures as JSON here (input of `launch plan --from-bench`).")
 def bench_train(agent: str, backbone: str, max_length: int | None, batch_size: int | None,
-                data_dir: Path | None, limit_posts: int | None) -> None:
+                data_dir: Path | None, limit_posts: int | None, out: Path | None) -> None:
     """Samples/s and seconds/epoch, dynamic vs pad-to-max batching."""
     from psy_agents.training.run import prepare
 
@@ -65,3 +67,34 @@ def bench_train(agent: str, backbone: str, max_length: int | None, batch_size: i
                    f"eval {len(run.eval_ws) / ev:8.1f} samples/s {ev:7.2f} s/epoch")
     (dt, _, de), (pt, _, pe) = rows["dynamic"], rows["pad-to-max"]
     click.echo(f"pad-to-max / dynamic time: train {pt / dt:.2f}x, eval {pe / de:.2f}x")
+    if out is not None:
+        _write_train_json(out, agent=agent, backbone=backbone, device=str(run.device),
+                          max_length=cfg.max_length, rows=rows, posts=limit_posts)
+
+
+def _write_train_json(out: Path, *, agent: str, backbone: str, device: str, max_length: int,
+                      rows: dict, posts: int | None) -> None:
+    import json
+
+    # epoch_s (dynamic padding, train + eval) is what one HPO epoch costs on this data.
+    payload = {"kind": "bench train", "agent": agent, "backbone": backbone, "device": device,
+               "max_length": max_length, "limit_posts": posts,
+               "epoch_s": rows["dynamic"][0] + rows["dynamic"][2],
+               **{name.replace("-", "_"): {"train_s": sec, "train_samples": seen, "eval_s": ev}
+                  for name, (sec, seen, ev) in rows.items()}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2))
+    click.echo(f"wrote {out}")
+
+
+def _register() -> None:
+    # Each benchmark lives in its own module; the group imports them only to list them
+    # (they import nothing heavy at module level).
+    from psy_agents.cli.bench_pruning import bench_pruning
+    from psy_agents.cli.bench_storage import bench_storage
+
+    bench.add_command(bench_storage)
+    bench.add_command(bench_pruning)
+
+
+_register()

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("psy_agents.cli.report:report", "Write a self-contained HTML report of a study."),
     "dashboard": ("psy_agents.cli.dashboard:dashboard", "Serve optuna-dashboard on the study storage."),
     "cancel": ("psy_agents.cli.cancel:cancel", "Stop the workers of an experiment on any backend."),
+    "plan": ("psy_agents.cli.plan:plan", "Project a campaign's wall time from measured figures."),
 }
 
 

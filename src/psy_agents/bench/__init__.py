@@ -1,0 +1,1 @@
+"""Benchmark measurement: pure arithmetic (stats, baselines, plan) and the runners."""

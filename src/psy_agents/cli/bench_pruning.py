@@ -1,0 +1,78 @@
+"""Usage: launch bench pruning [--stage s1] [--trials T] [--epochs E] [--objective train] [--out F]
+
+The same stage twice — with its pruner (ASHA for s1) and without — with the same seeds, on
+the sample data with the tiny model (or the simulated objective); prints the epochs each
+search computed, each best value, the epochs ratio and the regret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("pruning")
+@click.option("--stage", default="s1", show_default=True, help="Stage from the stages file.")
+@click.option("--stages-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--trials", type=click.IntRange(min=1), default=None,
+              help="Override the stage's trial budget (both arms).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Override the stage's epoch cap (both arms).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--objective", type=click.Choice(["train", "simulated"]), default="train",
+              show_default=True)
+@click.option("--backbone", default="tiny", show_default=True)
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="ReDSM5 folder [env: PSY_DATA_DIR; default data/sample].")
+@click.option("--epoch-s", type=click.FloatRange(min=0.001), default=0.05, show_default=True,
+              help="Mean epoch seconds of the simulated objective.")
+@click.option("--storage", default=None, help="Optuna storage URL [env: PSY_STORAGE; default "
+              "sqlite:///runs/optuna.db].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("runs/bench"), show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the figures as JSON here.")
+def bench_pruning(stage: str, stages_file: Path | None, trials: int | None, epochs: int | None,
+                  workers: int, objective: str, backbone: str, data_dir: Path | None,
+                  epoch_s: float, storage: str | None, seed: int, runs_dir: Path,
+                  out: Path | None) -> None:
+    """Epochs saved by pruning and the best value it gives up (regret)."""
+    from psy_agents.bench.pruning import PruningSpec, compare, run_arms
+    from psy_agents.bench.storage import new_experiment
+    from psy_agents.data.prepare import default_data_dir
+    from psy_agents.hpo.stages import load_stages
+    from psy_agents.hpo.storage import mask_url, resolve_url
+
+    (cfg,) = load_stages([stage], stages_file)
+    changes = {k: v for k, v in (("trials", trials), ("epochs", epochs)) if v is not None}
+    if epochs is not None:
+        changes["patience"] = min(cfg.patience, epochs)
+    if trials is not None:
+        changes["trials_per_agent"] = {}
+    cfg = dataclasses.replace(cfg, **changes)
+    url = resolve_url(storage)
+    spec = PruningSpec(storage_url=url, stage=cfg, n_workers=workers, objective=objective,
+                       backbone=backbone, data_dir=(data_dir or default_data_dir()).resolve(),
+                       seed=seed, epoch_s=epoch_s, runs_dir=runs_dir)
+    click.echo(f"stage {cfg.name}: {cfg.budget('criteria')} trials x {cfg.epochs} epochs, "
+               f"objective {objective}, backbone {backbone}, {workers} worker(s), "
+               f"storage {mask_url(url)}")
+    pruned, unpruned = run_arms(spec, new_experiment("bench-prune"))
+    figures = compare(pruned, unpruned)
+    for arm in (pruned, unpruned):
+        click.echo(f"{arm.pruner:9s} {arm.trials:4d} trials {arm.epochs:5d} epochs  "
+                   f"best {arm.best_value:.4f}")
+    click.echo(f"epochs ratio {figures['epochs_ratio']:.3f} (goal <= 0.30), regret "
+               f"{100 * figures['regret']:.2f}% (goal <= 1%)")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"kind": "bench pruning", "stage": cfg.to_dict(), "objective": objective,
+                   "backbone": backbone, "workers": workers, "seed": seed,
+                   "pruned": dataclasses.asdict(pruned), "unpruned": dataclasses.asdict(unpruned),
+                   **figures}
+        out.write_text(json.dumps(payload, indent=2))
+        click.echo(f"wrote {out}")

@@ -1,0 +1,95 @@
+"""Usage: launch plan --agent all --stage max --workers N [--epoch-seconds A=S,...] [--from-bench F]
+
+Projects a campaign's wall time from measured figures: seconds per epoch (from `launch bench
+train --out`, or --epoch-seconds), the pruning epochs ratio (`launch bench pruning --out`)
+and the scheduling efficiency (`launch bench storage --out`). Figures not given are shown as
+assumptions. Prints one row per agent and the total, beside the one-GPU, no-pruning time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import click
+
+AGENTS = ("criteria", "evidence", "share", "joint")
+ASSUMED_RATIO = 0.30  # the project's pruning goal, used only when nothing was measured
+ASSUMED_EFFICIENCY = 0.95
+
+
+def _figure(flag: float | None, found: dict, key: str, assumed: float):
+    from psy_agents.bench.plan import Figure
+
+    if flag is not None:
+        return Figure(flag, "flag")
+    return found.get(key) or Figure(assumed, "ASSUMED (not measured)")
+
+
+def _epoch_figures(epoch_seconds: str | None, found: dict, agents) -> dict:
+    from psy_agents.bench.plan import Figure, missing_agents, parse_epoch_seconds
+    from psy_agents.errors import ConfigError
+
+    figures = dict(found["epoch_s"])
+    if epoch_seconds:
+        figures.update({a: Figure(s, "flag") for a, s in parse_epoch_seconds(epoch_seconds).items()})
+    missing = missing_agents(agents, figures)
+    if missing:
+        raise ConfigError(f"no seconds-per-epoch figure for {', '.join(missing)}",
+                          "measure it with `launch bench train --agent A --out F` and pass "
+                          "--from-bench F, or give --epoch-seconds A=SECONDS")
+    return figures
+
+
+@click.command("plan")
+@click.option("--agent", required=True, type=click.Choice([*AGENTS, "all"]))
+@click.option("--stage", default="max", show_default=True, help="Stage from the stages file.")
+@click.option("--stages-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--workers", type=click.IntRange(min=1), required=True)
+@click.option("--epoch-seconds", default=None, metavar="AGENT=S,...",
+              help="Seconds per epoch (train + eval) per agent, e.g. criteria=12.5.")
+@click.option("--from-bench", "bench_files", multiple=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="JSON from `launch bench train|storage|pruning --out`; repeatable.")
+@click.option("--pruning-ratio", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Epochs with pruning / without (overrides --from-bench).")
+@click.option("--efficiency", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
+              help="Scheduling efficiency of the pool (overrides --from-bench).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def plan(agent: str, stage: str, stages_file: Path | None, workers: int,
+         epoch_seconds: str | None, bench_files: tuple[Path, ...], pruning_ratio: float | None,
+         efficiency: float | None, out: Path | None) -> None:
+    """Project a campaign's wall time from measured figures."""
+    from psy_agents.bench.plan import fmt_duration, project, read_bench_files
+    from psy_agents.hpo.stages import load_stages
+
+    agents = AGENTS if agent == "all" else (agent,)
+    (cfg,) = load_stages([stage], stages_file)
+    found = read_bench_files(bench_files)
+    epoch_s = _epoch_figures(epoch_seconds, found, agents)
+    ratio = _figure(pruning_ratio, found, "pruning_ratio", ASSUMED_RATIO)
+    eff = _figure(efficiency, found, "efficiency", ASSUMED_EFFICIENCY)
+    rows = [project(a, trials=cfg.budget(a), epochs=cfg.epochs, epoch_s=epoch_s[a].value,
+                    workers=workers, pruning_ratio=ratio.value, efficiency=eff.value)
+            for a in agents]
+    click.echo(f"stage {cfg.name}, {workers} workers; pruning epochs ratio {ratio.value:.3f} "
+               f"[{ratio.source}]; efficiency {eff.value:.3f} [{eff.source}]")
+    click.echo(f"{'agent':9s} {'trials':>6s} {'epochs':>6s} {'s/epoch':>8s} "
+               f"{'1 GPU, no pruning':>18s} {f'{workers} workers, pruning':>20s}  s/epoch source")
+    for r in rows:
+        click.echo(f"{r.agent:9s} {r.trials:6d} {r.epochs:6d} {r.epoch_s:8.2f} "
+                   f"{fmt_duration(r.single_gpu_s):>18s} {fmt_duration(r.campaign_s):>20s}  "
+                   f"{epoch_s[r.agent].source}")
+    single, pooled = sum(r.single_gpu_s for r in rows), sum(r.campaign_s for r in rows)
+    click.echo(f"{'total':9s} {sum(r.trials for r in rows):6d} {'':6s} {'':8s} "
+               f"{fmt_duration(single):>18s} {fmt_duration(pooled):>20s}  "
+               f"(speed-up {single / pooled:.1f}x)")
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({
+            "kind": "plan", "stage": cfg.name, "workers": workers,
+            "pruning_ratio": asdict(ratio), "efficiency": asdict(eff),
+            "agents": [asdict(r) | {"epoch_s_source": epoch_s[r.agent].source} for r in rows],
+            "total_single_gpu_s": single, "total_campaign_s": pooled}, indent=2))
+        click.echo(f"wrote {out}")

@@ -1,0 +1,88 @@
+"""Campaign projection arithmetic and the `launch plan` command (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from psy_agents.bench import plan as bp
+from psy_agents.bench.pruning import Arm, compare
+from psy_agents.cli.main import cli
+from psy_agents.errors import ConfigError
+
+
+def test_project_divides_pruned_work_over_efficient_workers():
+    row = bp.project("criteria", trials=800, epochs=100, epoch_s=10.0, workers=32,
+                     pruning_ratio=0.25, efficiency=0.8)
+    assert row.single_gpu_s == pytest.approx(800 * 100 * 10.0)
+    assert row.campaign_s == pytest.approx(800_000 * 0.25 / (32 * 0.8))
+
+
+def test_project_never_beats_one_full_trial():
+    row = bp.project("joint", trials=2, epochs=10, epoch_s=1.0, workers=64,
+                     pruning_ratio=0.5, efficiency=1.0)
+    assert row.campaign_s == pytest.approx(10.0)
+
+
+def test_project_rejects_impossible_figures():
+    with pytest.raises(ValueError, match="`efficiency` is 1.5"):
+        bp.project("a", trials=1, epochs=1, epoch_s=1, workers=1, pruning_ratio=1,
+                   efficiency=1.5)
+
+
+def test_parse_epoch_seconds():
+    assert bp.parse_epoch_seconds("criteria=12.5, evidence=20") == {"criteria": 12.5,
+                                                                     "evidence": 20.0}
+    with pytest.raises(ConfigError, match="'share' is not AGENT=SECONDS"):
+        bp.parse_epoch_seconds("share")
+    with pytest.raises(ConfigError, match="'joint=-1' is not"):
+        bp.parse_epoch_seconds("joint=-1")
+
+
+def test_pruning_compare_ratio_and_regret():
+    out = compare(Arm("asha", 10, 25, 0.5946), Arm("none", 10, 100, 0.600))
+    assert out["epochs_ratio"] == pytest.approx(0.25)
+    assert out["regret"] == pytest.approx(0.009)
+    assert out["within_1pct"] and out["epochs_at_most_30pct"]
+    worse = compare(Arm("asha", 10, 40, 0.5), Arm("none", 10, 100, 0.6))
+    assert not worse["within_1pct"] and not worse["epochs_at_most_30pct"]
+
+
+def _write(path, payload):
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+def test_plan_reads_bench_files_and_labels_assumptions(tmp_path):
+    train = _write(tmp_path / "t.json", {"kind": "bench train", "agent": "criteria",
+                                         "epoch_s": 36.0})
+    storage = _write(tmp_path / "s.json", {"kind": "bench storage", "efficiency": 0.9})
+    out = tmp_path / "plan.json"
+    res = CliRunner().invoke(cli, ["plan", "--agent", "criteria", "--workers", "10",
+                                   "--from-bench", train, "--from-bench", storage,
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "pruning epochs ratio 0.300 [ASSUMED (not measured)]" in res.output
+    assert f"efficiency 0.900 [measured: {storage}]" in res.output
+    data = json.loads(out.read_text())
+    # max stage: 800 trials x 100 epochs x 36 s = 33.3 d on one GPU; x 0.3 / (10 x 0.9) pooled
+    assert data["total_single_gpu_s"] == pytest.approx(800 * 100 * 36.0)
+    assert data["total_campaign_s"] == pytest.approx(800 * 100 * 36.0 * 0.3 / 9.0)
+    assert "33.3 d" in res.output
+
+
+def test_plan_without_epoch_seconds_for_an_agent_is_one_clear_error():
+    res = CliRunner().invoke(cli, ["plan", "--agent", "all", "--workers", "4",
+                                   "--epoch-seconds", "criteria=12.5"])
+    assert res.exit_code == 2
+    assert "no seconds-per-epoch figure for evidence, share, joint" in res.output
+
+
+def test_plan_rejects_a_file_that_is_not_a_bench_output(tmp_path):
+    bad = _write(tmp_path / "x.json", {"hello": 1})
+    res = CliRunner().invoke(cli, ["plan", "--agent", "criteria", "--workers", "4",
+                                   "--from-bench", bad])
+    assert res.exit_code == 2
+    assert "not a `launch bench ... --out` file" in res.output
