@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dashboard": ("psy_agents.cli.dashboard:dashboard", "Serve optuna-dashboard on the study storage."),
     "cancel": ("psy_agents.cli.cancel:cancel", "Stop the workers of an experiment on any backend."),
     "plan": ("psy_agents.cli.plan:plan", "Project a campaign's wall time from measured figures."),
+    "doctor": ("psy_agents.cli.doctor:doctor", "Check the storage is ready for N workers."),
 }
 
 

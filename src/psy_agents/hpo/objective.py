@@ -89,14 +89,21 @@ class Objective:
         except Exception as exc:
             action, reason = classify(exc)
             if action == "raise":
+                if type(exc).__name__ == "Preempted":  # every FAIL says why
+                    _set_attr(trial, "fail_reason", f"preempted ({reason[:300]}); re-queued "
+                              "to resume from its checkpoint")
+                elif is_transient(exc):
+                    _note_blip(trial, reason)
                 raise
             key = "note" if action == "prune" else "fail_reason"
             _set_attr(trial, key, reason[:500])
+            self.current_trial = None  # ended by its own verdict: nothing to re-queue
             if action == "prune":
                 raise optuna.TrialPruned(reason) from exc
             raise TrialFailed(reason) from exc
         _set_attr(trial, "epochs_run", epochs_run)
         _set_attr(trial, "resumed_from_epoch", resumed)
+        self.current_trial = None
         if stopped == "pruned":
             raise optuna.TrialPruned(f"pruned after {epochs_run} epochs")
         return value
@@ -156,6 +163,22 @@ class Objective:
         return run_training(cfg, self.data(), report=report, checkpoint_dir=ckpt,
                             output_dir=output_dir, eval_split=eval_split,
                             stop_requested=self.stop.is_set)
+
+
+def _note_blip(trial, reason: str) -> None:
+    """Record a storage outage as the trial's fail_reason, once, if the storage answers.
+
+    The worker re-queues the trial when the storage is back; if it cannot be written now,
+    the trial stays RUNNING and the stale-trial path records its reason instead.
+    """
+    try:
+        trial.set_user_attr("fail_reason", f"storage unreachable ({reason[:300]}); re-queued "
+                            "to resume from its checkpoint")
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        _log.warning("trial #%d: storage still unreachable; its reason is recorded later",
+                     trial.number)
 
 
 def _set_attr(trial, key: str, value: Any) -> None:

@@ -91,10 +91,17 @@ def load_plan(plan: str, path: Path | None = None) -> tuple[StageConfig, ...]:
     """
     path = stages_path(path)
     plans = read_toml(path).get("plans", {})
+    if not isinstance(plans, dict):
+        raise ConfigError(f"{path}: `plans` must be a table of plan = [stage, ...] lines",
+                          'write it as [plans] with lines like multi = ["s0", "s1"]')
     if plan not in plans:
         raise ConfigError(f"{path}: unknown plan {plan!r}",
                           f"valid plans are: {', '.join(sorted(plans)) or '(none)'}")
-    return load_stages(plans[plan], path)
+    chain = plans[plan]
+    if not isinstance(chain, list) or not all(isinstance(n, str) for n in chain):
+        raise ConfigError(f"{path}: plan {plan!r} is {chain!r}, but must be a list of stage names",
+                          f'write it as {plan} = ["s0", "s1"]')
+    return load_stages(chain, path)
 
 
 def load_stages(names: Sequence[str], path: Path | None = None) -> tuple[StageConfig, ...]:

@@ -181,16 +181,99 @@ def open_storage(url: str, settings: StorageSettings | None = None, *,
         path.parent.mkdir(parents=True, exist_ok=True)
         _enable_wal(path)
     try:
-        return optuna.storages.RDBStorage(
+        return _storage_class()(
             url, engine_kwargs=engine_kwargs(url, settings),
             heartbeat_interval=settings.heartbeat_interval_s,
             grace_period=settings.grace_period_s,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                max_retry=settings.max_retry),
+            heartbeat_stale_trial_callback=retry_callback(settings.max_retry),
             skip_table_creation=not create_schema)
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
             RuntimeError, ImportError) as exc:
         raise _storage_error(url, exc) from None
+
+
+STALE_REASON = ("no heartbeat for over {grace} s: its worker died (killed, out of memory or "
+                "node lost); re-queued to resume from its checkpoint")
+
+
+# User attrs that describe one attempt of a trial, not the trial: a retry starts without them.
+ATTEMPT_ATTRS = ("fail_reason", "note", "epochs_run", "resumed_from_epoch", "best_epoch",
+                 "metrics", "pid", "worker_index")
+
+
+def retry_callback(max_retry: int):
+    """Optuna's stale-trial retry, except that the retry does not inherit the failed
+    attempt's own attrs (:data:`ATTEMPT_ATTRS`): its cause stays on the FAIL, and a retry
+    that dies early must not show the epochs of the attempt before it."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    class _Retry(RetryHeartbeatStaleTrialCallback):
+        def __call__(self, study, trial) -> None:
+            for key in ATTEMPT_ATTRS:  # the callback gets a deep copy
+                trial.user_attrs.pop(key, None)
+            super().__call__(study, trial)
+
+    return _Retry(max_retry=max_retry)
+
+
+def _storage_class():
+    """RDBStorage with the fault-tolerance gaps of Optuna's heartbeats closed:
+
+    - a heartbeat that hits a storage blip is skipped, not fatal: Optuna's heartbeat
+      thread dies on the first error, so a trial running through a database restart
+      would look dead ``grace_period`` later and be retried while still running;
+    - a RUNNING trial that never recorded a heartbeat (its worker died between creating
+      it and the first beat) counts as stale after twice the grace period, by this
+      host's clock; Optuna skips such trials, so they stayed RUNNING forever;
+    - each stale trial gets a ``fail_reason`` user attr just before it is failed (a
+      finished trial's attrs can no longer be written). Optuna fails stale trials inside
+      ``study.optimize`` too, which is why this hooks the stale-trial query. Racing
+      workers may write the same reason twice; only one fails the trial and queues its retry.
+    """
+    import optuna
+
+    class PsyRDBStorage(optuna.storages.RDBStorage):
+        def record_heartbeat(self, trial_id: int) -> None:
+            try:
+                super().record_heartbeat(trial_id)
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                _log.warning("heartbeat of trial id %d skipped: storage blip (%s)", trial_id,
+                             type(_root(exc)).__name__)
+
+        def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+            stale = super()._get_stale_trial_ids(study_id) + self._unbeaten_ids(study_id)
+            reason = STALE_REASON.format(grace=self.grace_period)
+            for trial_id in stale:
+                try:
+                    self.set_trial_user_attr(trial_id, "fail_reason", reason)
+                except optuna.exceptions.UpdateFinishedTrialError:
+                    continue  # another worker failed it first, reason recorded
+            return stale
+
+        def _unbeaten_ids(self, study_id: int) -> list[int]:
+            import datetime
+
+            from optuna.storages._rdb import models
+            from optuna.trial import TrialState
+
+            # Optuna 5 stores start times as naive UTC in the `datetime_start` column.
+            now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+            limit = now - datetime.timedelta(seconds=2 * self.grace_period)
+            from optuna.storages._rdb.storage import _create_scoped_session
+
+            with _create_scoped_session(self.scoped_session) as session:
+                rows = (session.query(models.TrialModel.trial_id)
+                        .outerjoin(models.TrialHeartbeatModel)
+                        .filter(models.TrialModel.study_id == study_id,
+                                models.TrialModel.state == TrialState.RUNNING,
+                                models.TrialModel._datetime_start_utc < limit,
+                                models.TrialHeartbeatModel.trial_heartbeat_id.is_(None))
+                        .all())
+            return [row[0] for row in rows]
+
+    return PsyRDBStorage
 
 
 def _storage_error(url: str, exc: BaseException) -> StorageError:
@@ -242,11 +325,16 @@ def is_transient(exc: BaseException) -> bool:
     """True for errors worth retrying: dropped connections, timeouts, locked SQLite."""
     import sqlalchemy.exc
 
+    if isinstance(exc, UnboundLocalError) and exc.__context__ is not None:
+        # Optuna 5's _run_trial: when storing a trial's result fails and reading it back
+        # fails too (database down), its `finally` raises UnboundLocalError instead.
+        return is_transient(exc.__context__)
     exc = _root(exc)
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
         return True
+    # PendingRollbackError: a session whose connection dropped mid-transaction.
     return isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.InterfaceError |
-                      sqlalchemy.exc.TimeoutError)
+                      sqlalchemy.exc.TimeoutError | sqlalchemy.exc.PendingRollbackError)
 
 
 def with_retry(fn: Callable[[], T], *, what: str, attempts: int = 6,

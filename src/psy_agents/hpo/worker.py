@@ -28,7 +28,14 @@ from psy_agents.errors import ConfigError, StorageError
 from psy_agents.hpo import spaces
 from psy_agents.hpo.objective import Objective, TrialFailed
 from psy_agents.hpo.spec import NARROWED_ATTR, StudySpec, load_spec, study_name
-from psy_agents.hpo.storage import StorageSettings, is_postgres, is_transient, open_storage, scrub
+from psy_agents.hpo.storage import (
+    StorageSettings,
+    is_postgres,
+    is_transient,
+    open_storage,
+    retry_callback,
+    scrub,
+)
 
 EXIT_DONE = 0
 EXIT_REQUEUE = 75
@@ -196,8 +203,12 @@ class Worker:
         budget_cb = MaxTrialsCallback(budget, states=states)
         blips = 0
         self._fails = []
+        requeue: int | None = None  # a trial that a storage blip failed: retry it
         while not self.stop.is_set():
             try:
+                if requeue is not None:
+                    self._requeue(study, requeue, preempted=False)
+                    requeue = None
                 optuna.storages.fail_stale_trials(study)
                 done = len(study.get_trials(deepcopy=False, states=states))
                 waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
@@ -216,6 +227,7 @@ class Worker:
                 if not is_transient(exc) or blips >= _MAX_BLIPS:
                     raise
                 blips += 1
+                requeue = objective.current_trial if requeue is None else requeue
                 _log.warning("[w%d] storage blip (%s); retrying in %d s", self.cfg.index,
                              scrub(type(exc).__name__, self.cfg.storage_url), 2 ** blips)
                 self.stop.wait(2 ** blips)
@@ -253,16 +265,17 @@ class Worker:
             last[0] = now
         return log
 
-    def _requeue(self, study, number: int | None) -> None:
-        """Re-queue a preempted trial as WAITING (same params, same checkpoint key)."""
-        from optuna.storages import RetryHeartbeatStaleTrialCallback
+    def _requeue(self, study, number: int | None, *, preempted: bool = True) -> None:
+        """Re-queue a preempted (or storage-failed) trial as WAITING (same params, same
+        checkpoint key). Does nothing unless trial ``number`` is FAIL: one still RUNNING
+        is retried by the stale-trial path instead."""
         from optuna.trial import TrialState
 
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        for trial in study.get_trials(deepcopy=True, states=(TrialState.FAIL,)):
             if trial.number == number:
-                study.set_user_attr(f"preempted_{number}", True)
-                RetryHeartbeatStaleTrialCallback(max_retry=self.cfg.settings.max_retry)(
-                    study, trial)
+                if preempted:
+                    study.set_user_attr(f"preempted_{number}", True)
+                retry_callback(self.cfg.settings.max_retry)(study, trial)
                 _log.warning("[w%d] trial #%d re-queued for resume", self.cfg.index, number)
 
     def _drain(self, names: list[str]) -> int:

@@ -1,0 +1,114 @@
+"""Load: 64 workers join one study at once; `launch doctor` says whether a storage can take N.
+
+The 64 workers run on the private PostgreSQL (max_connections 200, see conftest) so that the
+shared server keeps serving other tests; the test records the peak number of connections the
+workers held, which must stay within 2 per worker (pool of 2: main thread + heartbeat).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+
+import pytest
+from optuna.trial import TrialState
+
+from psy_agents.hpo.doctor import (
+    check_connections,
+    check_schema,
+    check_skew,
+    connections_per_worker,
+)
+from psy_agents.hpo.spec import CampaignOverrides, create_campaign, load_spec
+from psy_agents.hpo.stages import StageConfig
+from psy_agents.hpo.storage import StorageSettings, open_storage
+from tests.reliability.conftest import free_port
+from tests.reliability.helpers import launch_argv, launch_env, run_launch
+
+pytestmark = pytest.mark.postgres
+N_WORKERS = 64
+
+
+def _peak_connections(pg, db: str, stop: threading.Event, peak: list[int]) -> None:
+    conn = pg.admin()
+    with conn.cursor() as cur:
+        while not stop.wait(0.1):
+            cur.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (db,))
+            peak[0] = max(peak[0], cur.fetchone()[0])
+    conn.close()
+
+
+@pytest.mark.slow
+def test_64_workers_at_once_finish_without_connection_errors(private_pg, tmp_path):
+    url = private_pg.new_database()
+    db = url.rsplit("/", 1)[1]
+    stage = StageConfig(name="s1", trials=N_WORKERS, epochs=2, patience=2, pruner="none")
+    camp = create_campaign(url, experiment="load", agents=["criteria"], stages=[stage],
+                           n_workers=N_WORKERS, overrides=CampaignOverrides(
+                               objective="simulated", runs_dir=str(tmp_path / "runs"),
+                               sim={"epoch_s": 0.2, "seed": 3}))
+    stop, peak = threading.Event(), [0]
+    watcher = threading.Thread(target=_peak_connections, args=(private_pg, db, stop, peak))
+    watcher.start()
+    logs, procs = [], []
+    try:
+        for i in range(N_WORKERS):
+            log = open(tmp_path / f"w{i}.log", "w")  # noqa: SIM115 - closed below
+            logs.append(log)
+            procs.append(subprocess.Popen(
+                launch_argv("worker", "--study", camp.study_names[0], "--index", str(i),
+                            "--storage", url), cwd=tmp_path, env=launch_env(),
+                stdout=log, stderr=subprocess.STDOUT))
+        codes = [p.wait(timeout=400) for p in procs]
+    finally:
+        stop.set()
+        watcher.join()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for log in logs:
+            log.close()
+    text = "\n".join((tmp_path / f"w{i}.log").read_text() for i in range(N_WORKERS))
+    assert codes == [0] * N_WORKERS, text[-3000:]
+    for phrase in ("too many clients", "storage blip", "Traceback", "OperationalError"):
+        assert phrase not in text, phrase
+    study, spec = load_spec(open_storage(url), camp.study_names[0])
+    trials = study.get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) >= spec.budget
+    assert {t.state for t in trials} == {TrialState.COMPLETE}
+    usual, _ = connections_per_worker(StorageSettings())
+    # + this test process's own pool (create_campaign): at most pool + overflow = 4
+    assert 0 < peak[0] <= N_WORKERS * usual + 4, peak[0]
+
+
+def test_connection_check_fails_ok_and_warns_at_the_right_counts():
+    s = StorageSettings()
+    assert connections_per_worker(s) == (2, 4)
+    assert check_connections(100, 3, 1, 64, s).status == "fail"  # 133 > 96
+    assert check_connections(200, 3, 1, 64, s).status == "warn"  # 133 fits, 261 does not
+    assert check_connections(300, 3, 1, 64, s).status == "ok"
+    fix = check_connections(100, 3, 1, 64, s).fix
+    assert fix.startswith("set max_connections >= 265 in postgresql.conf")
+    assert [check_skew(x).status for x in (0.5, -5.0, 45.0)] == ["ok", "warn", "fail"]
+    assert check_schema(None, "v3.2.0.a").status == "ok"
+    assert check_schema("v3.0.0.d", "v3.2.0.a").status == "fail"
+
+
+def test_doctor_cli_on_a_real_server_and_a_closed_port(pg_url, tmp_path):
+    open_storage(pg_url, create_schema=True)
+    out = run_launch(["doctor", "--storage", pg_url, "--workers", "4"], cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert [line.split()[1] for line in lines] == ["reach:", "schema:", "connections:", "clock:"]
+    assert all(line.startswith("ok ") for line in lines), lines
+    out = run_launch(["doctor", "--storage", pg_url, "--workers", "5000"], cwd=tmp_path)
+    assert out.returncode == 2
+    (bad,) = [line for line in out.stdout.splitlines() if line.startswith("fail")]
+    assert bad.startswith("fail connections: max_connections ") and "5000 workers need" in bad
+    closed = f"postgresql+psycopg2://postgres:pw-x9@127.0.0.1:{free_port()}/x"
+    out = run_launch(["doctor", "--storage", closed], cwd=tmp_path)
+    assert out.returncode == 2 and "pw-x9" not in out.stdout + out.stderr
+    assert out.stdout.startswith("fail reach: cannot connect to postgresql+psycopg2://postgres:"
+                                 "***@127.0.0.1:")
+    assert os.listdir(tmp_path) == []  # the doctor creates nothing
