@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from psy_agents.agents.backbones import TINY_SHAPE
 from psy_agents.agents.registry import AGENTS, get_agent
 from psy_agents.errors import ConfigError
 from psy_agents.training.config import TrainConfig
@@ -23,8 +24,9 @@ def test_head_depth_and_width_change_the_parameters(agent, hand_tiny):
     deep = _shapes(agent, hand_tiny, head_layers=2, head_hidden=32)
     assert base != wide and base != deep and set(deep) > set(base)
     head = "cls_head" if "cls" in AGENTS[agent].heads else "span_head"
-    assert base[f"{head}.0.weight"] == (32, 128)
-    assert wide[f"{head}.0.weight"] == (48, 128)
+    width = TINY_SHAPE["hidden_size"]
+    assert base[f"{head}.0.weight"] == (32, width)
+    assert wide[f"{head}.0.weight"] == (48, width)
 
 
 def test_heads_and_encoders_per_agent(hand_tiny):
@@ -47,7 +49,7 @@ def test_pooling_changes_the_output(agent, hand_tiny):
              "attention_mask": torch.tensor([[1] * 8 + [0, 0]]),
              "token_type_ids": torch.tensor([[0] * 4 + [1] * 6])}
     outs = []
-    for pooling in ("cls", "mean"):
+    for pooling in ("cls", "mean", "max"):
         torch.manual_seed(0)
         cfg = TrainConfig(agent=agent, pooling=pooling, dropout=0.0)
         model = get_agent(agent).build_model(cfg, hand_tiny).eval()
@@ -55,6 +57,7 @@ def test_pooling_changes_the_output(agent, hand_tiny):
             outs.append(model(batch))
     key = "cls" if "cls" in outs[0] else "start"
     assert not torch.allclose(outs[0][key], outs[1][key])
+    assert not torch.allclose(outs[1][key], outs[2][key])
     if "start" in outs[0]:
         assert outs[0]["start"][0, 8:].max() < -1e3  # padding is never an answer
 

@@ -51,9 +51,11 @@ def _header_only(d: Path) -> str:
 
 def _not_utf8(d: Path) -> str:
     data = (d / POSTS).read_bytes().split(b"\n")
-    data[3] = data[3].replace(b"I", b"\xff", 1)
+    line = next(i for i in range(3, len(data)) if b"I" in data[i])  # a post may span lines
+    data[line] = data[line].replace(b"I", b"\xff", 1)
     (d / POSTS).write_bytes(b"\n".join(data))
-    return f"error: {d / POSTS} line 4: byte 0xff is not valid UTF-8 — re-save the file as UTF-8"
+    return (f"error: {d / POSTS} line {line + 1}: byte 0xff is not valid UTF-8 — "
+            "re-save the file as UTF-8")
 
 
 def _duplicate_post(d: Path) -> str:

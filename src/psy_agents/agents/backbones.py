@@ -20,6 +20,8 @@ from typing import Any
 from psy_agents.errors import ModelError
 
 SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Width 64 was tried (2x faster) but learned spans far worse than 128 (hand-made span F1
+# 0.17 vs 0.99), so 128 stays.
 TINY_SHAPE = {"hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
               "intermediate_size": 256, "max_position_embeddings": 512}
 TINY_VERSION = "h128l2"  # part of the cache dir name: a new shape must not reuse an old build

@@ -28,9 +28,15 @@ def mlp(d_in: int, d_out: int, *, layers: int, hidden: int, dropout: float) -> n
 
 
 def pool(states: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
-    """``(B, T, H)`` token states -> ``(B, H)``: the CLS state or the masked mean."""
+    """``(B, T, H)`` token states -> ``(B, H)``: the CLS state, the masked mean or max.
+
+    ``max`` keeps the strongest occurrence of each feature anywhere in the pair, so one
+    evidence sentence in a long window is not averaged away.
+    """
     if how == "cls":
         return states[:, 0]
+    if how == "max":
+        return states.masked_fill(mask.unsqueeze(-1) == 0, -1e4).amax(dim=1)
     m = mask.unsqueeze(-1).to(states.dtype)
     return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
 

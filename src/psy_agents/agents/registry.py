@@ -23,7 +23,7 @@ _COMMON_SPACE: dict[str, tuple[str, tuple[Any, ...]]] = {
     "warmup_ratio": ("float", (0.0, 0.2)),
     "batch_size": ("categorical", (8, 16, 32)),
     "dropout": ("float", (0.0, 0.3)),
-    "pooling": ("categorical", ("cls", "mean")),
+    "pooling": ("categorical", ("cls", "mean", "max")),
     "head_layers": ("int", (1, 2)),
     "head_hidden": ("categorical", (64, 128, 256)),
 }

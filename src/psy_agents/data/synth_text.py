@@ -7,98 +7,130 @@ so only the negation separates them). Fillers are neutral everyday sentences.
 
 from __future__ import annotations
 
-POSITIVE: dict[str, tuple[str, ...]] = {
+import random
+
+# Core clauses per symptom. Each carries the symptom's anchor keyword (sad, interest,
+# appetite, sleep, restless/slowed, tired, worthless, focus, suicide/die), which its
+# criterion description (data/criteria.py) names too: the lexical signal a tiny model trained
+# from scratch can learn from ~300 posts. The denials below share the anchors.
+_CORES: dict[str, tuple[str, ...]] = {
     "DEPRESSED_MOOD": (
-        "I feel sad and empty almost every single day.",
-        "Everything feels hopeless and I cry most nights.",
-        "I have been so down and miserable for months now.",
-        "There is this heavy sadness that never leaves me.",
-        "I feel empty inside, like nothing will ever get better.",
-        "Most days I just feel hopeless and numb.",
-        "I keep crying for no reason and I feel so low.",
-        "My mood has been dark and depressed since spring.",
+        "I feel sad and empty almost every day",
+        "everything feels hopeless and sad",
+        "I have been so sad and down for months",
+        "I feel sad, like nothing will ever get better",
+        "I am sad and empty inside",
+        "I keep crying because I feel so sad",
+        "my mood is low and sad all the time",
+        "I wake up sad and stay sad all day",
     ),
     "ANHEDONIA": (
-        "Nothing I used to enjoy feels fun anymore.",
-        "I lost all interest in my hobbies, even gaming.",
-        "Music used to make me happy but now I feel nothing when I listen.",
-        "I stopped caring about seeing my friends or doing anything fun.",
-        "Things I loved, like painting, just feel pointless now.",
-        "I have no interest in anything, not even my favourite shows.",
-        "I can't enjoy anything, it all feels flat and boring.",
-        "I used to love hiking but I have zero interest in it now.",
+        "I have lost interest in everything I used to enjoy",
+        "I lost all interest in my hobbies",
+        "I have no interest in seeing my friends",
+        "I have no interest in music or games anymore",
+        "my hobbies hold no interest and I don't enjoy them",
+        "I have zero interest in anything I used to love",
+        "I lost interest in my favourite shows",
+        "nothing is fun and I have no interest in it",
     ),
     "APPETITE_CHANGE": (
-        "I barely eat anymore and I have lost a lot of weight.",
-        "My appetite is gone, I skip meals most days.",
-        "I have been binge eating and gained weight fast.",
-        "Food has no appeal, I forget to eat for whole days.",
-        "I lost fifteen pounds because I have no appetite.",
-        "I keep eating junk all night and my weight keeps going up.",
-        "I can't eat more than a few bites before I feel sick of food.",
-        "My eating is out of control and I have put on so much weight.",
+        "my appetite is gone and I skip meals",
+        "I barely eat, my appetite is gone and I lost weight",
+        "I have been binge eating, my appetite is out of control",
+        "I have no appetite for food at all",
+        "I lost fifteen pounds because I have no appetite",
+        "my appetite is huge and I keep eating all night",
+        "I forget to eat meals because I have no appetite",
+        "my appetite changed and I gained weight",
     ),
     "SLEEP_ISSUES": (
-        "I can't sleep at night, I lie awake until 4am.",
-        "I have insomnia and wake up every two hours.",
-        "Lately I sleep fourteen hours a day and still want more sleep.",
-        "I wake up at 3am every night and can't fall back asleep.",
-        "My sleep is a mess, I haven't slept properly in weeks.",
-        "I stay awake all night staring at the ceiling.",
-        "I oversleep every day and can barely get out of bed.",
-        "Falling asleep takes me hours, my insomnia is awful.",
+        "I can't sleep and lie awake until 4am",
+        "my insomnia means I barely sleep at night",
+        "I sleep fourteen hours and still want more sleep",
+        "I wake up at 3am and can't get back to sleep",
+        "my sleep is a mess and I haven't slept properly in weeks",
+        "I stay awake all night and cannot sleep",
+        "I oversleep and can't sleep at a normal time",
+        "getting to sleep takes me hours",
     ),
     "PSYCHOMOTOR": (
-        "I feel so restless that I pace around my room for hours.",
-        "I can't sit still, my legs keep shaking and I keep pacing.",
-        "Everything I do feels slowed down, even talking takes effort.",
-        "People say I move and speak really slowly now.",
-        "I am constantly fidgeting and restless, I can't stay in one place.",
-        "My body feels slowed down, like I am moving through mud.",
-        "I keep pacing back and forth because I am so agitated.",
-        "My reactions are slow and sluggish, my movements feel heavy.",
+        "I feel so restless that I pace my room for hours",
+        "I can't sit still, I am restless and keep pacing",
+        "everything I do feels slowed down, even talking",
+        "people say I am slowed down and speak really slowly now",
+        "I am fidgeting and restless all the time",
+        "my body feels slowed down, like moving through mud",
+        "I keep pacing back and forth, restless and agitated",
+        "my movements are slowed and sluggish",
     ),
     "FATIGUE": (
-        "I am exhausted all the time, even after a full night.",
-        "I have no energy, showering feels like a marathon.",
-        "I feel drained and tired every single day.",
-        "Just getting out of bed leaves me exhausted.",
-        "My energy is completely gone, I am always tired.",
-        "Even small chores leave me so drained I need to lie down.",
-        "I am constantly fatigued and worn out.",
-        "I have zero energy and feel tired no matter what I do.",
+        "I am tired and exhausted all the time",
+        "I have no energy and showering makes me tired",
+        "I feel drained and tired every day",
+        "getting out of bed leaves me tired",
+        "my energy is gone and I am always tired",
+        "small chores leave me so tired",
+        "I am tired and worn out constantly",
+        "I have zero energy and feel tired no matter how much I rest",
     ),
     "WORTHLESSNESS": (
-        "I feel worthless and like a burden to everyone.",
-        "I am a failure and I blame myself for everything.",
-        "I feel useless, like I have nothing to offer anyone.",
-        "Everyone would be better off without a worthless person like me.",
-        "I feel so guilty about everything, it is all my fault.",
-        "I am such a failure, I can't do anything right.",
-        "I hate myself and feel completely worthless.",
-        "I feel like a burden and I am ashamed of who I am.",
+        "I feel worthless and like a burden to everyone",
+        "I am a failure and feel worthless",
+        "I feel useless and worthless",
+        "everyone would be better off without someone as worthless as me",
+        "I feel so guilty and worthless, it is all my fault",
+        "I am worthless and fail at everything",
+        "I hate myself and feel worthless",
+        "I feel like a worthless burden and I am ashamed",
     ),
     "COGNITIVE_ISSUES": (
-        "I can't concentrate on anything, my mind is foggy.",
-        "I can't focus at work and I keep forgetting things.",
-        "Even simple decisions feel impossible to make now.",
-        "My brain is in a fog and I can't focus on reading.",
-        "I lose my train of thought and can't concentrate.",
-        "I keep forgetting what I was doing, my memory is terrible.",
-        "I can't make decisions anymore, even choosing lunch is too hard.",
-        "I read the same page five times because I can't focus.",
+        "I can't focus and my mind is foggy",
+        "I can't focus at work and I keep forgetting things",
+        "I can't focus enough to make even simple decisions",
+        "my brain is foggy and I can't focus on reading",
+        "I lose my train of thought and can't focus",
+        "I can't focus and keep forgetting what I was doing",
+        "I can't focus or make decisions, even choosing lunch",
+        "I read the same page five times because I can't focus",
     ),
     "SUICIDAL_THOUGHTS": (
-        "I keep thinking about suicide and ending it all.",
-        "Sometimes I wish I could just go to sleep and not wake up.",
-        "I have thought about killing myself more than once.",
-        "I think about death and dying almost every day.",
-        "I have been having suicidal thoughts again.",
-        "Part of me wants to die and make the pain stop.",
-        "I wrote a plan to end my life last week.",
-        "I don't want to be alive anymore.",
+        "I keep thinking about suicide and ending it all",
+        "I wish I could die and not wake up",
+        "I have thought about suicide more than once",
+        "I think about suicide and dying every day",
+        "I have been having thoughts of suicide again",
+        "part of me wants to die so the pain stops",
+        "I wrote a suicide plan to end my life",
+        "I think about suicide and don't want to be alive",
     ),
 }
+
+# Neutral openers and endings around a core clause: the same core reads differently from
+# post to post, so a model has to key on the symptom words, not memorize whole sentences.
+PREFIXES = ("", "Lately ", "Honestly, ", "These days ", "For months now ", "Since the winter ",
+            "Most days ", "Ever since the breakup ", "To be honest ", "Right now ",
+            "Again this week ", "Since I started college ")
+SUFFIXES = (".", " and I hate it.", " and I don't know why.", " and it is getting worse.",
+            " and nobody notices.", " no matter what I try.")
+
+
+def _sentence(prefix: str, core: str, suffix: str) -> str:
+    text = prefix + core + suffix
+    return text[0].upper() + text[1:]
+
+
+# The plain form of each core (no opener, a full stop): the canonical evidence sentences.
+POSITIVE: dict[str, tuple[str, ...]] = {
+    s: tuple(_sentence("", c, ".") for c in cores) for s, cores in _CORES.items()}
+
+
+def evidence_sentences(rng: random.Random, symptom: str, n: int) -> list[str]:
+    """``n`` evidence sentences for ``symptom`` with distinct cores (so that no sentence
+    of one post is a substring of another), each with a random opener and ending."""
+    cores = rng.sample(_CORES[symptom], n)
+    return [_sentence(rng.choice(PREFIXES), c, rng.choice(SUFFIXES)) for c in cores]
+
 
 NEGATIVE: dict[str, tuple[str, ...]] = {
     "DEPRESSED_MOOD": ("I don't feel sad, just a bit stressed.",
