@@ -24,3 +24,9 @@ def test_restart_with_same_index_samples_other_configs():
     assert fresh == _first_params(sampler_seed(0, 1, 0))  # same history -> same draws
     restarted = _first_params(sampler_seed(0, 1, 5))      # 5 trials exist when it rejoins
     assert restarted != fresh
+
+
+def test_each_stage_of_a_chain_starts_from_other_draws():
+    s0 = _first_params(sampler_seed(0, 0, 0, "exp.criteria.s0"))
+    s1 = _first_params(sampler_seed(0, 0, 0, "exp.criteria.s1"))
+    assert s0 != s1

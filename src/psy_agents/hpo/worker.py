@@ -22,6 +22,7 @@ import logging
 import signal
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 
 from psy_agents.errors import ConfigError, StorageError
@@ -58,23 +59,25 @@ def finished_states():
     return (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def sampler_seed(base_seed: int, index: int, n_trials_seen: int) -> int:
-    """The sampler seed of worker ``index`` joining a study that already holds
+def sampler_seed(base_seed: int, index: int, n_trials_seen: int, study: str = "") -> int:
+    """The sampler seed of worker ``index`` joining ``study`` when it already holds
     ``n_trials_seen`` trials.
 
     Why the trial count: a worker restarted after a crash or a requeue would otherwise
-    replay the same random start-up draws and sample the configs it already tried.
+    replay the same random start-up draws and sample the configs it already tried. Why the
+    study name: each stage of a chain would otherwise start with the previous stage's draws.
     """
-    return base_seed + index + 100_003 * n_trials_seen
+    return base_seed + index + 100_003 * n_trials_seen + zlib.crc32(study.encode()) % 1_000_003
 
 
 def make_sampler(spec: StudySpec, index: int, n_trials_seen: int = 0):
+    """TPE (multivariate, constant liar) seeded per worker, study and history."""
     import optuna
 
     return optuna.samplers.TPESampler(
         multivariate=True, group=True, constant_liar=True,
         n_startup_trials=max(spec.n_startup_trials, spec.n_workers),
-        seed=sampler_seed(spec.base_seed, index, n_trials_seen))
+        seed=sampler_seed(spec.base_seed, index, n_trials_seen, spec.name))
 
 
 def make_pruner(spec: StudySpec):
