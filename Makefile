@@ -42,9 +42,12 @@ test: setup services
 lint: setup
 	$(BIN)/ruff check .
 
+# The whole multi-stage chain (s0 -> s1 -> s2 -> refit) on the embedded defaults, with
+# budgets cut so it ends in minutes on a CPU: 2 trials per stage, 2 epochs, 2 refit seeds.
 demo: setup
 	$(LAUNCH) data validate --data-dir data/sample
-	$(LAUNCH) hpo --agent criteria
+	$(LAUNCH) hpo --agent criteria --plan multi --trials 2 --epochs 2 --seeds 2 --experiment demo
+	$(LAUNCH) status --experiment demo
 
 # ---- thin wrappers over `launch` -------------------------------------------------------
 # Variables: AGENT, WORKERS, BACKEND, EXPERIMENT, TRIALS, EPOCHS (empty: the stage file's
