@@ -27,7 +27,7 @@ def test_unknown_key_lists_valid_keys():
     ("epochs", "3", "must be int"),
     ("epochs", True, "must be int"),
     ("lr", "fast", "must be float"),
-    ("pooling", "max", "must be one of 'cls', 'mean'"),
+    ("pooling", "sum", "must be one of 'cls', 'mean', 'max'"),
 ])
 def test_wrong_type_names_field(key, value, expected):
     with pytest.raises(ConfigError) as exc:
