@@ -200,12 +200,13 @@ def test_stage_chain_runs_with_workers_alone(pg_url, tmp_path):
     assert config["params"] and config["agent"] == "criteria"
 
 
-def test_sigterm_checkpoints_requeues_and_exits_75_then_a_restart_resumes(pg_url, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2], ids=["SIGTERM", "SIGUSR2"])
+def test_sigterm_checkpoints_requeues_and_exits_75_then_a_restart_resumes(pg_url, tmp_path, sig):
     stage = StageConfig(name="s1", trials=2, epochs=3, patience=3, pruner="none")
     camp = _campaign(pg_url, tmp_path / "runs", (stage,), workers=1, epoch_s=0.5)
     proc = _start(camp.study_names, 0, tmp_path, storage=pg_url)
     victim = _wait_for_running_trial(pg_url, "t.criteria.s1", min_epochs=1)
-    proc[0].send_signal(signal.SIGTERM)
+    proc[0].send_signal(sig)
     assert _wait([proc]) == [75], _logs(tmp_path)
     states = Counter(t.state for t in _trials(pg_url, "t.criteria.s1"))
     assert states[TrialState.WAITING] == 1 and states[TrialState.RUNNING] == 0
