@@ -156,13 +156,13 @@ class Objective:
         return self._data
 
     def _train(self, params, original: int, ckpt: Path, report, *, eval_split: str = "val",
-               output_dir: Path | None = None):
+               output_dir: Path | None = None, keep: str = "best"):
         from psy_agents.training.run import run_training
 
         cfg = self.train_config(params, self.spec.base_seed + original)
         return run_training(cfg, self.data(), report=report, checkpoint_dir=ckpt,
                             output_dir=output_dir, eval_split=eval_split,
-                            stop_requested=self.stop.is_set)
+                            stop_requested=self.stop.is_set, keep=keep)
 
 
 def _note_blip(trial, reason: str) -> None:

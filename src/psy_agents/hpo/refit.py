@@ -75,8 +75,9 @@ class RefitObjective(Objective):
             metrics = {"value": test}
             epochs_run, resumed = out.epochs_run, out.resumed_from_epoch
         else:
+            # keep="last": the saved model is the final epoch's, never one picked on test.
             result = self._train(self.params, original, ckpt, never, eval_split="test",
-                                 output_dir=seed_dir)
+                                 output_dir=seed_dir, keep="last")
             final = result.history[-1]
             metrics = {"value": final.value, **final.metrics}
             epochs_run, resumed = result.epochs_run, result.resumed_from_epoch

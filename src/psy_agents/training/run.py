@@ -144,19 +144,24 @@ def run_training(cfg: TrainConfig, data: Any, *,
                  output_dir: Path | None = None,
                  eval_split: str = "val",
                  on_epoch: Callable[[EpochRecord], None] | None = None,
-                 stop_requested: Callable[[], bool] | None = None) -> TrainResult:
+                 stop_requested: Callable[[], bool] | None = None,
+                 keep: str = "best") -> TrainResult:
     """Train ``cfg`` on ``data``'s train split, evaluating on ``eval_split`` every epoch.
 
     After each epoch: evaluate -> value (the agent's objective) -> checkpoint (if
     ``checkpoint_dir``) -> ``on_epoch(record)`` -> ``report(value, epoch)`` (True = prune).
     A checkpoint found at start resumes at the following epoch. With ``output_dir`` the
-    best epoch's model, ``config.json`` and ``metrics.json`` are written there.
+    best epoch's model (``keep="best"``) or the last epoch's (``keep="last"``: refit, where
+    the eval split is the test split and no epoch may be selected on it), ``config.json``
+    and ``metrics.json`` are written there.
 
     Raises:
         ConfigError: impossible settings, or a checkpoint of another configuration.
         ModelError: the backbone cannot be found or loaded.
         Preempted: ``stop_requested()`` became true; the last finished epoch is saved.
     """
+    if keep not in ("best", "last"):
+        raise ValueError(f"The value of `keep` is {keep!r}, but must be 'best' or 'last'")
     run = prepare(cfg, data, eval_split)
     cfg_dict = cfg.to_dict()
     saved = ckpt.load_checkpoint(checkpoint_dir, model=run.model, optimizer=run.optimizer,
@@ -169,7 +174,7 @@ def run_training(cfg: TrainConfig, data: Any, *,
         if checkpoint_dir is not None:
             ckpt.save_checkpoint(checkpoint_dir, model=run.model, optimizer=run.optimizer,
                                  scheduler=run.scheduler, cfg=cfg_dict, train_state=asdict(st))
-        if output_dir is not None and improved:
+        if output_dir is not None and (improved or keep == "last"):
             ckpt.save_model(Path(output_dir) / "model", run.model, tok, cfg_dict)
 
     first = state.epoch
