@@ -11,6 +11,7 @@ with ``skip_table_creation``. A URL is printed or logged only through :func:`mas
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
@@ -202,18 +203,101 @@ ATTEMPT_ATTRS = ("fail_reason", "note", "epochs_run", "resumed_from_epoch", "bes
 
 
 def retry_callback(max_retry: int):
-    """Optuna's stale-trial retry, except that the retry does not inherit the failed
-    attempt's own attrs (:data:`ATTEMPT_ATTRS`): its cause stays on the FAIL, and a retry
-    that dies early must not show the epochs of the attempt before it."""
+    """Optuna's stale-trial retry, made exactly-once and without the failed attempt's attrs.
+
+    - The retry does not inherit :data:`ATTEMPT_ATTRS`: the cause stays on the FAIL, and a
+      retry that dies early must not show the epochs of the attempt before it.
+    - It holds the study's retry lock (:func:`retry_lock`) and queues nothing when the trial
+      already has a retry, so the worker that failed the trial and :func:`requeue_orphans`
+      (which repairs a FAIL whose retry was never queued) cannot both queue one.
+    """
+    import copy
+
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
     class _Retry(RetryHeartbeatStaleTrialCallback):
-        def __call__(self, study, trial) -> None:
-            for key in ATTEMPT_ATTRS:  # the callback gets a deep copy
+        def __call__(self, study, trial) -> bool:
+            """Queue the retry; True when one was queued (Optuna ignores the result)."""
+            trial = copy.deepcopy(trial)
+            for key in ATTEMPT_ATTRS:
                 trial.user_attrs.pop(key, None)
-            super().__call__(study, trial)
+            with retry_lock(study._storage, study._study_id):
+                if trial.number in retried_numbers(study):
+                    return False
+                before = len(study.get_trials(deepcopy=False))
+                super().__call__(study, trial)  # queues nothing past max_retry
+                return len(study.get_trials(deepcopy=False)) > before
 
     return _Retry(max_retry=max_retry)
+
+
+def retried_numbers(study) -> set[int]:
+    """Numbers of the trials that already have a retry queued (or run)."""
+    return {n for t in study.get_trials(deepcopy=False)
+            for n in t.system_attrs.get("retry_history", ())}
+
+
+_RETRY_LOCK_KEY = 0x5053_5952  # "PSYR": advisory lock class for queueing retries
+
+
+@contextlib.contextmanager
+def retry_lock(storage, study_id: int):
+    """Serialise queueing retries of one study across workers: a Postgres advisory lock
+    (released by the server if the holder dies), a file lock beside an SQLite file (its
+    workers share one host), nothing for other databases."""
+    engine = getattr(storage, "_backend", storage).engine  # study._storage is a cache wrapper
+    if engine.dialect.name == "postgresql":
+        import sqlalchemy
+
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:a, :b)"),
+                         {"a": _RETRY_LOCK_KEY, "b": study_id})
+            try:
+                yield
+            finally:
+                with contextlib.suppress(Exception):  # a dropped connection released it
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:a, :b)"),
+                                 {"a": _RETRY_LOCK_KEY, "b": study_id})
+        return
+    database = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    import fcntl
+
+    with open(f"{database}.retry-lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def requeue_orphans(study) -> list[int]:
+    """Queue the retry of every stale FAIL that has none; return the numbers queued.
+
+    Optuna commits a stale trial's FAIL first and queues its retry after; a worker killed or
+    a database restart in between leaves a FAIL without a retry, a lost trial. Workers call
+    this before deciding that a study is finished. Max-retry limits still apply.
+    """
+    from optuna.trial import TrialState
+
+    callback = study._storage.get_heartbeat_stale_trial_callback()
+    if callback is None:
+        return []
+    prefix = STALE_REASON.split("{", 1)[0]
+    with retry_lock(study._storage, study._study_id):
+        done = retried_numbers(study)
+        orphans = [t for t in study.get_trials(deepcopy=True, states=(TrialState.FAIL,))
+                   if t.number not in done
+                   and str(t.user_attrs.get("fail_reason", "")).startswith(prefix)]
+    queued = []
+    for trial in orphans:  # the callback takes the lock again and re-checks
+        if callback(study, trial):
+            _log.warning("trial #%d had failed without a retry queued; queued it now",
+                         trial.number)
+            queued.append(trial.number)
+    return queued
 
 
 def _storage_class():

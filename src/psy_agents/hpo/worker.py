@@ -34,6 +34,7 @@ from psy_agents.hpo.storage import (
     is_postgres,
     is_transient,
     open_storage,
+    requeue_orphans,
     retry_callback,
     scrub,
 )
@@ -212,7 +213,7 @@ class Worker:
                 if requeue is not None:
                     self._requeue(study, requeue, preempted=False)
                     requeue = None
-                optuna.storages.fail_stale_trials(study)
+                sweep_stale(study)
                 done = len(study.get_trials(deepcopy=False, states=states))
                 waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
                 if done >= budget and waiting == 0:
@@ -292,7 +293,7 @@ class Worker:
             busy = False
             for name in names:
                 study = optuna.load_study(study_name=name, storage=self.storage)
-                optuna.storages.fail_stale_trials(study)
+                sweep_stale(study)
                 waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                 if waiting and self._run_study(name) == EXIT_REQUEUE:
                     return EXIT_REQUEUE
@@ -302,6 +303,14 @@ class Worker:
             self.stop.wait(poll_s)
             poll_s = min(2 * poll_s, float(self.cfg.settings.heartbeat_interval_s))
         return EXIT_REQUEUE
+
+
+def sweep_stale(study) -> None:
+    """Fail the trials of dead workers and make sure every one of them has its retry."""
+    import optuna
+
+    optuna.storages.fail_stale_trials(study)
+    requeue_orphans(study)
 
 
 def async_commit(storage, url: str) -> None:
