@@ -200,7 +200,6 @@ class Worker:
 
     def optimize(self, study, objective: Objective, budget: int, states) -> int:
         """Run trials until ``budget`` trials in ``states`` exist and none waits for a retry."""
-        import optuna
         from optuna.study import MaxTrialsCallback
         from optuna.trial import TrialState
 
