@@ -23,8 +23,10 @@ def test_head_depth_and_width_change_the_parameters(agent, hand_tiny):
     wide = _shapes(agent, hand_tiny, head_layers=1, head_hidden=48)
     deep = _shapes(agent, hand_tiny, head_layers=2, head_hidden=32)
     assert base != wide and base != deep and set(deep) > set(base)
-    head = "cls_head" if "cls" in AGENTS[agent].heads else "span_head"
-    width = TINY_SHAPE["hidden_size"]
+    cls = "cls" in AGENTS[agent].heads
+    head = "cls_head" if cls else "span_head"
+    # the span head reads each token's state beside a BiGRU's: 2 x the encoder width
+    width = TINY_SHAPE["hidden_size"] * (1 if cls else 2)
     assert base[f"{head}.0.weight"] == (32, width)
     assert wide[f"{head}.0.weight"] == (48, width)
 
@@ -47,7 +49,8 @@ def test_heads_and_encoders_per_agent(hand_tiny):
 def test_pooling_changes_the_output(agent, hand_tiny):
     batch = {"input_ids": torch.tensor([[2, 10, 11, 3, 12, 13, 14, 3, 0, 0]]),
              "attention_mask": torch.tensor([[1] * 8 + [0, 0]]),
-             "token_type_ids": torch.tensor([[0] * 4 + [1] * 6])}
+             "token_type_ids": torch.tensor([[0] * 4 + [1] * 6]),
+             "match": torch.tensor([[0] * 5 + [1] + [0] * 4])}
     outs = []
     for pooling in ("cls", "mean", "max"):
         torch.manual_seed(0)
@@ -78,3 +81,37 @@ def test_the_encoder_weights_are_the_pretrained_ones_and_copied_per_run(hand_tin
 def test_unknown_agent_is_one_config_error():
     with pytest.raises(ConfigError, match="unknown agent 'critera'.*criteria, evidence, share"):
         get_agent("critera")
+
+
+@pytest.mark.parametrize("agent", sorted(AGENTS))
+def test_criterion_match_adds_an_input_embedding_that_changes_the_output(agent, hand_tiny):
+    with_match = _shapes(agent, hand_tiny, criterion_match=True)
+    without = _shapes(agent, hand_tiny, criterion_match=False)
+    assert with_match["match.weight"] == (3, TINY_SHAPE["hidden_size"])
+    assert "match.weight" not in without and set(with_match) - set(without) == {"match.weight"}
+    batch = {"input_ids": torch.tensor([[2, 10, 11, 3, 12, 10, 14, 3]]),
+             "attention_mask": torch.ones(1, 8, dtype=torch.long),
+             "token_type_ids": torch.tensor([[0] * 4 + [1] * 4]),
+             "match": torch.tensor([[0, 0, 0, 0, 0, 2, 1, 0]])}
+    torch.manual_seed(0)
+    cfg = TrainConfig(agent=agent, criterion_match=True, dropout=0.0)
+    model = get_agent(agent).build_model(cfg, hand_tiny).eval()
+    key = "cls" if "cls" in AGENTS[agent].heads else "start"
+    with torch.no_grad():
+        start = model(batch)[key].clone()  # zero-initialized: no effect yet
+        model.match.weight[1:].normal_()
+        moved = model(batch)[key]
+        unmatched = model({**batch, "match": torch.zeros_like(batch["match"])})[key]
+    assert torch.allclose(start, unmatched)
+    assert not torch.allclose(moved, unmatched)
+
+
+@pytest.mark.parametrize("agent", ["evidence", "share", "joint"])
+def test_span_context_adds_a_bigru_before_the_span_head(agent, hand_tiny):
+    width = TINY_SHAPE["hidden_size"]
+    gru = _shapes(agent, hand_tiny, span_context="gru", head_hidden=32)
+    plain = _shapes(agent, hand_tiny, span_context="none", head_hidden=32)
+    assert gru["span_context.rnn.weight_ih_l0"] == (3 * (width // 2), width)
+    assert gru["span_head.0.weight"] == (32, 2 * width)
+    assert plain["span_head.0.weight"] == (32, width)
+    assert not any(k.startswith("span_context") for k in plain)

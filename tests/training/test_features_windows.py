@@ -73,3 +73,27 @@ def test_a_window_too_small_for_the_description_is_a_config_error(hand_tiny):
     tok = load_tokenizer(hand_tiny)
     with pytest.raises(ConfigError, match="max_length 32 leaves"):
         build_windows([_late_pair()], tok, max_length=32, stride=8)
+
+
+def test_criterion_match_marks_post_tokens_found_in_the_criterion():
+    import numpy as np
+
+    from psy_agents.data.features import criterion_match
+
+    # [CLS] trouble sleeping at night [SEP] i cannot sleeping at night [SEP]; ids by hand,
+    # with "at" (52) and "night" (53) common to several criteria
+    ids = np.array([2, 50, 51, 52, 53, 3, 60, 61, 51, 52, 53, 3])
+    offsets = np.array([[-1, -1]] * 6 + [[0, 1], [2, 8], [9, 17], [18, 20], [21, 26]]
+                       + [[-1, -1]], dtype=np.int32)
+    match = criterion_match(ids, offsets, shared=np.array([52, 53]))
+    assert match.tolist() == [0, 0, 0, 0, 0, 0, 0, 0, 2, 1, 1, 0]
+
+
+def test_shared_criterion_tokens_are_the_common_words(hand_tiny):
+    from psy_agents.agents.backbones import load_tokenizer
+    from psy_agents.data.features import shared_criterion_tokens
+
+    tok = load_tokenizer(hand_tiny)
+    shared = set(tok.convert_ids_to_tokens(shared_criterion_tokens(tok).tolist()))
+    assert {"or", "feeling"} <= shared  # in several descriptions
+    assert "suicide" not in shared and "appetite" not in shared  # in one only

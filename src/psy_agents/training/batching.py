@@ -80,14 +80,23 @@ def collate(ws: WindowSet, rows: np.ndarray, *, pad_id: int, pad_to: int | None 
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(rows), width), dtype=np.int64)
     types = np.zeros((len(rows), width), dtype=np.int64) if ws.token_type_ids else None
+    match = np.zeros((len(rows), width), dtype=np.int64)
+    # every acceptable start/end position per row: the gold spans, or CLS for no answer
+    start_ok = np.zeros((len(rows), width), dtype=bool)
+    end_ok = np.zeros((len(rows), width), dtype=bool)
     for i, r in enumerate(rows):
+        spans = ws.spans[r]
+        start_ok[i, spans[:, 0] if len(spans) else 0] = True
+        end_ok[i, spans[:, 1] if len(spans) else 0] = True
         n = len(ws.input_ids[r])
         ids[i, :n] = ws.input_ids[r]
         mask[i, :n] = 1
+        match[i, :n] = ws.match[r]
         if types is not None:
             types[i, :n] = ws.token_type_ids[r]
-    batch = {"input_ids": ids, "attention_mask": mask, "cls_target": ws.cls_target[rows],
-             "start": ws.start[rows], "end": ws.end[rows]}
+    batch = {"input_ids": ids, "attention_mask": mask, "match": match, "cls_target": ws.cls_target[rows],
+             "start": ws.start[rows], "end": ws.end[rows],
+             "start_ok": start_ok, "end_ok": end_ok}
     if types is not None:
         batch["token_type_ids"] = types
     batch["span_mask"] = (np.ones(len(rows), dtype=bool) if span_mask is None

@@ -42,6 +42,11 @@ class TrainConfig:
     pooling: Literal["cls", "mean", "max"] = "cls"
     head_layers: int = 1
     head_hidden: int = 256
+    # Mark post tokens that also occur in the criterion description with a learned input
+    # embedding (the "exact match" feature of reading-comprehension models).
+    criterion_match: bool = True
+    # What the span head reads: the token states, or those plus a BiGRU over them.
+    span_context: Literal["gru", "none"] = "gru"
     # criteria loss: plain BCE, BCE with positive-class weight, or focal.
     cls_loss: Literal["bce", "weighted", "focal"] = "bce"
     focal_gamma: float = 2.0
