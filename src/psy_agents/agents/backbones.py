@@ -164,17 +164,23 @@ def load_pretrained(source: str) -> tuple[Any, dict[str, Any]]:
     return model.config, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def new_encoder(source: str, *, dropout: float) -> Any:
-    """A fresh encoder with the pretrained weights of ``source`` and the run's dropout."""
+# Config keys of hidden-state dropout and of attention-probability dropout across HF encoders.
+_HIDDEN_DROPOUT = ("hidden_dropout_prob", "dropout")
+_ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout")
+
+
+def new_encoder(source: str, *, dropout: float, attention_dropout: float = 0.0) -> Any:
+    """A fresh encoder with the pretrained weights of ``source`` and the run's dropouts."""
     import copy
 
     from transformers import AutoModel
 
     config, state = load_pretrained(source)
     config = copy.deepcopy(config)
-    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout"):
-        if hasattr(config, key):
-            setattr(config, key, dropout)
+    for keys, value in ((_HIDDEN_DROPOUT, dropout), (_ATTENTION_DROPOUT, attention_dropout)):
+        for key in keys:
+            if hasattr(config, key):
+                setattr(config, key, value)
     model = AutoModel.from_config(config)
     model.load_state_dict(state, strict=False)
     return model

@@ -88,7 +88,8 @@ class AgentModel(nn.Module):
         self.pooling = cfg.pooling
         self.fuse = fuse
         n_enc = 2 if fuse else 1
-        self.encoders = nn.ModuleList(new_encoder(source, dropout=cfg.dropout)
+        self.encoders = nn.ModuleList(new_encoder(source, dropout=cfg.dropout,
+                                                  attention_dropout=cfg.attention_dropout)
                                       for _ in range(n_enc))
         hidden = self.encoders[0].config.hidden_size
         shape = {"layers": cfg.head_layers, "hidden": cfg.head_hidden, "dropout": cfg.dropout}
