@@ -21,18 +21,21 @@ def _study_epochs(url: str, name: str) -> tuple[int, float]:
     return sum(t.user_attrs["epochs_run"] for t in finished), study.best_value
 
 
-def test_bench_pruning_compares_a_pruned_and_an_unpruned_study(pg_url, tmp_path):
+@pytest.mark.parametrize("agent", [None, "evidence"])
+def test_bench_pruning_compares_a_pruned_and_an_unpruned_study(agent, pg_url, tmp_path):
     out = tmp_path / "pruning.json"
     res = CliRunner().invoke(cli, [
-        "bench", "pruning", "--objective", "simulated", "--trials", "6", "--epochs", "4",
+        "bench", "pruning", *(["--agent", agent] if agent else []), "--objective", "simulated", "--trials", "6", "--epochs", "4",
         "--epoch-s", "0.005", "--storage", pg_url, "--runs-dir", str(tmp_path / "runs"),
         "--out", str(out)])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     assert data["pruned"]["pruner"] == "asha" and data["unpruned"]["pruner"] == "none"
+    name = agent or "criteria"  # the default agent
+    assert data["agent"] == name
     summaries = {s.study_name for s in optuna.get_all_study_summaries(open_storage(pg_url))}
-    (asha,) = [s for s in summaries if s.endswith("-asha.criteria.s1")]
-    (none,) = [s for s in summaries if s.endswith("-none.criteria.s1")]
+    (asha,) = [s for s in summaries if s.endswith(f"-asha.{name}.s1")]
+    (none,) = [s for s in summaries if s.endswith(f"-none.{name}.s1")]
     epochs, best = _study_epochs(pg_url, asha)
     assert (data["pruned"]["epochs"], data["pruned"]["best_value"]) == (epochs, best)
     epochs_none, best_none = _study_epochs(pg_url, none)

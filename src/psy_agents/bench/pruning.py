@@ -49,6 +49,7 @@ def compare(pruned: Arm, unpruned: Arm) -> dict[str, float | bool]:
 class PruningSpec:
     storage_url: str
     stage: StageConfig
+    agent: str = AGENT
     n_workers: int = 1
     objective: str = "train"
     backbone: str = "tiny"
@@ -65,7 +66,7 @@ def _create(spec: PruningSpec, experiment: str, pruner: str) -> str:
     o = CampaignOverrides(objective=spec.objective, backbones=(spec.backbone,),  # type: ignore[arg-type]
                           base_seed=spec.seed, runs_dir=str((spec.runs_dir / experiment).resolve()),
                           sim={"epoch_s": spec.epoch_s, "seed": spec.seed})
-    camp = create_campaign(spec.storage_url, experiment=experiment, agents=[AGENT],
+    camp = create_campaign(spec.storage_url, experiment=experiment, agents=[spec.agent],
                            stages=(stage,), n_workers=spec.n_workers, overrides=o,
                            data_dir=spec.data_dir)
     return camp.study_names[0]
