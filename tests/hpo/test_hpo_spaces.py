@@ -114,3 +114,13 @@ def test_narrow_ties_keep_the_earlier_trial():
     tied = [(_t(1e-4, 0.1, 2, "cls", "cosine"), 0.5), (_t(1e-5, 0.0, 1, "mean", "linear"), 0.5)]
     out = {p.name: p for p in narrow(SPACE, tied, top_k=1, margin=0.0)}
     assert out["pooling"].choices == ("cls",) and out["lr"].low == pytest.approx(1e-4)
+
+
+def test_the_learning_rate_range_follows_the_backbones():
+    def lr(backbones):
+        (p,) = [p for p in spaces.agent_space("criteria", backbones, epochs=8) if p.name == "lr"]
+        return (p.low, p.high)
+
+    assert lr(("tiny",)) == (1e-4, 5e-3)  # from scratch
+    assert lr(("minilm",)) == (1e-5, 1e-3)  # fine-tuning
+    assert lr(("tiny", "minilm")) == (1e-5, 1e-3)

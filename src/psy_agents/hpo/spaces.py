@@ -45,7 +45,6 @@ Space = tuple[Param, ...]
 _COMMON: Space = (
     Param("max_length", "categorical", choices=(128, 192, 256, 384, 512)),
     Param("stride", "categorical", choices=(16, 32, 48)),
-    Param("lr", "float", 1e-5, 1e-3, log=True),
     Param("weight_decay", "float", 1e-4, 0.1, log=True),
     Param("warmup_ratio", "float", 0.0, 0.2),
     Param("schedule", "categorical", choices=("linear", "cosine", "constant")),
@@ -55,6 +54,10 @@ _COMMON: Space = (
     Param("head_layers", "int", 1, 3),
     Param("head_hidden", "categorical", choices=(64, 128, 256, 512)),
 )
+# Fine-tuning a pretrained encoder wants small steps; the tiny model is trained from scratch
+# and learns nothing in a few epochs below ~3e-4 (on data/sample, 1e-3..2e-3 work best).
+FINETUNE_LR = Param("lr", "float", 1e-5, 1e-3, log=True)
+SCRATCH_LR = Param("lr", "float", 1e-4, 5e-3, log=True)
 _POOLING = Param("pooling", "categorical", choices=("cls", "mean"))
 _CLS_LOSS: Space = (
     Param("cls_loss", "categorical", choices=("bce", "weighted", "focal")),
@@ -76,7 +79,9 @@ def agent_space(agent: str, backbones: Sequence[str], epochs: int) -> Space:
     """The full (s1 / max) space of ``agent``.
 
     ``backbone`` is searched when several are given; the epoch cap is searched between half
-    the stage's epochs and all of them when the stage has at least 4 epochs.
+    the stage's epochs and all of them when the stage has at least 4 epochs. The learning
+    rate range is the from-scratch one when every backbone is ``tiny``, else the
+    fine-tuning one.
     """
     if agent not in AGENT_EXTRAS:
         raise ValueError(f"unknown agent {agent!r}; valid: {', '.join(AGENT_EXTRAS)}")
@@ -85,7 +90,8 @@ def agent_space(agent: str, backbones: Sequence[str], epochs: int) -> Space:
         head.append(Param("backbone", "categorical", choices=tuple(backbones)))
     if epochs >= 4:
         head.append(Param("epochs", "int", math.ceil(epochs / 2), epochs))
-    return (*head, *_COMMON, *AGENT_EXTRAS[agent])
+    lr = SCRATCH_LR if set(backbones) == {"tiny"} else FINETUNE_LR
+    return (*head, lr, *_COMMON, *AGENT_EXTRAS[agent])
 
 
 def space_to_json(space: Space) -> list[dict[str, Any]]:
