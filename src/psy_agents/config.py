@@ -60,9 +60,21 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str) -> T:
     Fields missing from ``data`` keep their defaults. Lists become tuples for tuple fields.
 
     Raises:
-        ConfigError: on an unknown key (the message lists the valid keys) or a value of the
-            wrong type (the message names the field, the value and the expected type).
+        ConfigError: on an unknown key (the message lists the valid keys), a value of the
+            wrong type (the message names the field, the value and the expected type) or
+            one the dataclass rejects.
     """
+    kwargs = checked_fields(cls, data, source=source)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: {exc}", "fix the value named above") from exc
+
+
+def checked_fields(cls: type, data: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+    """``data`` with its keys and value types checked against the dataclass ``cls`` (and
+    lists turned into tuples, ints into floats where the field wants them); the
+    dataclass's own value checks are not run. Raises ConfigError like :func:`from_mapping`."""
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a table of keys, got {type(data).__name__}",
                           "write it as key = value pairs")
@@ -87,10 +99,7 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], *, source: str) -> T:
         if tp is float and isinstance(value, int):
             value = float(value)
         kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{source}: {exc}", "fix the value named above") from exc
+    return kwargs
 
 
 def read_toml(path: Path) -> dict[str, Any]:

@@ -145,3 +145,30 @@ def test_own_chain_first_rotation():
     assert own_chain_first(chains, 2) == ("c", "d", "a", "b")
     assert own_chain_first(chains, 5) == ("b", "c", "d", "a")
     assert own_chain_first(("only",), 7) == ("only",)
+
+
+def test_fix_holds_a_setting_and_leaves_it_out_of_the_search(tmp_path):
+    from psy_agents.hpo.spec import load_spec
+    from psy_agents.hpo.storage import open_storage
+
+    out = launch(["hpo", "--agent", "criteria", "--stage", "s1", "--objective", "simulated",
+                  "--trials", "2", "--epochs", "2", "--fix", "max_length=128",
+                  "--fix", "pooling=mean"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    url = f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}"
+    study, spec = load_spec(open_storage(url), "default.criteria.s1")
+    assert spec.train_defaults == {"max_length": 128, "pooling": "mean"}
+    assert not {"max_length", "pooling"} & {p.name for p in spec.search_space}
+    assert all("max_length" not in t.params for t in study.trials)
+
+
+@pytest.mark.parametrize(("fix", "message"), [
+    ("lr", "--fix 'lr' is not KEY=VALUE"),
+    ("lrr=0.1", "--fix: unknown key 'lrr'"),
+    ("max_length=long", "the value of 'max_length' is 'long', but must be int"),
+])
+def test_bad_fix_is_one_line_and_creates_nothing(fix, message, tmp_path):
+    out = launch(["hpo", "--agent", "criteria", "--stage", "s1", "--fix", fix], cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert message in out.stderr
+    assert not (tmp_path / "runs").exists()

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -151,6 +152,32 @@ def _summary(storage_url: str, experiment: str) -> None:
         click.echo(format_status(row))
 
 
+def parse_fixed(items: tuple[str, ...]) -> dict[str, Any]:
+    """``("max_length=256", ...)`` -> ``{"max_length": 256}``, keys and types checked
+    against TrainConfig (ranges are checked per trial, beside the sampled values).
+
+    Raises:
+        ConfigError: an item without ``=``, an unknown key or a value of the wrong type.
+    """
+    import json
+
+    from psy_agents.config import checked_fields
+    from psy_agents.errors import ConfigError
+    from psy_agents.training.config import TrainConfig
+
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--fix {item!r} is not KEY=VALUE", "write it as --fix max_length=256")
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key.strip()] = raw  # a bare word: pooling=mean
+    return checked_fields(TrainConfig, out, source="--fix")
+
+
+
 @click.command("hpo")
 @click.option("--agent", required=True, type=click.Choice([*AGENTS, "all"]),
               help="Agent to tune; `all` gives the four agents' chains one worker pool.")
@@ -181,6 +208,10 @@ def _summary(storage_url: str, experiment: str) -> None:
               help="Override the refit stage's number of seeds.")
 @click.option("--gpus-per-worker", type=click.IntRange(min=0), default=0, show_default=True,
               help="GPUs per worker (0 = CPU).")
+@click.option("--fix", "fixed", multiple=True, metavar="KEY=VALUE",
+              help="Hold a training setting for every trial and leave it out of the "
+                   "search, e.g. --fix max_length=256 (repeatable; keys and values as in "
+                   "params.json, the value read as JSON where it parses).")
 @click.option("--objective", type=click.Choice(["train", "simulated"]), default="train",
               show_default=True, help="`simulated` is the synthetic benchmark workload "
               "(no model is trained); use it to test a cluster set-up.")
@@ -195,8 +226,8 @@ def _summary(storage_url: str, experiment: str) -> None:
 def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, stages_file: Path | None,
         workers: int, experiment: str, storage: str | None, data_dir: Path | None,
         backbones: tuple[str, ...], trials: int | None, epochs: int | None,
-        seeds: int | None, gpus_per_worker: int, objective: str, runs_dir: Path,
-        dry_run: bool, follow: bool, backend: str, backend_options) -> int:
+        seeds: int | None, gpus_per_worker: int, fixed: tuple[str, ...], objective: str,
+        runs_dir: Path, dry_run: bool, follow: bool, backend: str, backend_options) -> int:
     """Start a hyperparameter search: create the studies, then start N workers.
 
     \b
@@ -212,6 +243,7 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, sta
     from psy_agents.hpo.storage import mask_url, resolve_url
 
     chain = _stages(plan, stage, stages)
+    fixed_train = parse_fixed(fixed)
     plan_stages = _plan_stages(chain, stages_file)
     url = _absolute_sqlite(resolve_url(storage))
     data_dir = (data_dir or default_data_dir()).resolve()
@@ -230,7 +262,8 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, sta
     _check_sources(url, experiment, _agents(agent), plan_stages)
     overrides = CampaignOverrides(
         objective=objective, trials=trials, epochs=epochs, seeds=seeds,
-        backbones=tuple(backbones) or ("tiny",), runs_dir=str(runs_dir.resolve()))
+        backbones=tuple(backbones) or ("tiny",), runs_dir=str(runs_dir.resolve()),
+        train=fixed_train)
     campaign = create_campaign(url, experiment=experiment, agents=_agents(agent),
                                stages=plan_stages, n_workers=workers, overrides=overrides,
                                data_dir=data_dir, stages_file=stages_file)
