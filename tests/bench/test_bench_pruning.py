@@ -25,7 +25,7 @@ def _study_epochs(url: str, name: str) -> tuple[int, float]:
 def test_bench_pruning_compares_a_pruned_and_an_unpruned_study(agent, pg_url, tmp_path):
     out = tmp_path / "pruning.json"
     res = CliRunner().invoke(cli, [
-        "bench", "pruning", *(["--agent", agent] if agent else []), "--objective", "simulated", "--trials", "6", "--epochs", "4",
+        "bench", "pruning", *(["--agent", agent, "--fix", "max_length=128"] if agent else []), "--objective", "simulated", "--trials", "6", "--epochs", "4",
         "--epoch-s", "0.005", "--storage", pg_url, "--runs-dir", str(tmp_path / "runs"),
         "--out", str(out)])
     assert res.exit_code == 0, res.output
@@ -33,6 +33,7 @@ def test_bench_pruning_compares_a_pruned_and_an_unpruned_study(agent, pg_url, tm
     assert data["pruned"]["pruner"] == "asha" and data["unpruned"]["pruner"] == "none"
     name = agent or "criteria"  # the default agent
     assert data["agent"] == name
+    assert data["fixed"] == ({"max_length": 128} if agent else {})
     summaries = {s.study_name for s in optuna.get_all_study_summaries(open_storage(pg_url))}
     (asha,) = [s for s in summaries if s.endswith(f"-asha.{name}.s1")]
     (none,) = [s for s in summaries if s.endswith(f"-none.{name}.s1")]

@@ -50,6 +50,7 @@ class PruningSpec:
     storage_url: str
     stage: StageConfig
     agent: str = AGENT
+    train: dict = dataclasses.field(default_factory=dict)  # fixed TrainConfig fields
     n_workers: int = 1
     objective: str = "train"
     backbone: str = "tiny"
@@ -65,7 +66,8 @@ def _create(spec: PruningSpec, experiment: str, pruner: str) -> str:
     stage = dataclasses.replace(spec.stage, pruner=pruner)
     o = CampaignOverrides(objective=spec.objective, backbones=(spec.backbone,),  # type: ignore[arg-type]
                           base_seed=spec.seed, runs_dir=str((spec.runs_dir / experiment).resolve()),
-                          sim={"epoch_s": spec.epoch_s, "seed": spec.seed})
+                          sim={"epoch_s": spec.epoch_s, "seed": spec.seed},
+                          train=dict(spec.train))
     camp = create_campaign(spec.storage_url, experiment=experiment, agents=[spec.agent],
                            stages=(stage,), n_workers=spec.n_workers, overrides=o,
                            data_dir=spec.data_dir)

@@ -17,6 +17,8 @@ import click
 @click.command("pruning")
 @click.option("--agent", default="criteria", show_default=True,
               help="The agent whose study is run (criteria, evidence, share or joint).")
+@click.option("--fix", "fixed", multiple=True, metavar="KEY=VALUE",
+              help="Hold a training setting in both arms, as `launch hpo --fix`.")
 @click.option("--stage", default="s1", show_default=True, help="Stage from the stages file.")
 @click.option("--stages-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--trials", type=click.IntRange(min=1), default=None,
@@ -38,7 +40,7 @@ import click
               default=Path("runs/bench"), show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the figures as JSON here.")
-def bench_pruning(agent: str, stage: str, stages_file: Path | None, trials: int | None, epochs: int | None,
+def bench_pruning(agent: str, fixed: tuple[str, ...], stage: str, stages_file: Path | None, trials: int | None, epochs: int | None,
                   workers: int, objective: str, backbone: str, data_dir: Path | None,
                   epoch_s: float, storage: str | None, seed: int, runs_dir: Path,
                   out: Path | None) -> None:
@@ -46,11 +48,13 @@ def bench_pruning(agent: str, stage: str, stages_file: Path | None, trials: int 
     from psy_agents.agents.registry import get_agent
     from psy_agents.bench.pruning import PruningSpec, compare, run_arms
     from psy_agents.bench.storage import new_experiment
+    from psy_agents.cli.hpo import parse_fixed
     from psy_agents.data.prepare import default_data_dir
     from psy_agents.hpo.stages import load_stages
     from psy_agents.hpo.storage import mask_url, resolve_url
 
     get_agent(agent)  # an unknown name is one ConfigError line listing the agents
+    train = parse_fixed(fixed)
     (cfg,) = load_stages([stage], stages_file)
     changes = {k: v for k, v in (("trials", trials), ("epochs", epochs)) if v is not None}
     if epochs is not None:
@@ -59,7 +63,7 @@ def bench_pruning(agent: str, stage: str, stages_file: Path | None, trials: int 
         changes["trials_per_agent"] = {}
     cfg = dataclasses.replace(cfg, **changes)
     url = resolve_url(storage)
-    spec = PruningSpec(storage_url=url, stage=cfg, agent=agent, n_workers=workers, objective=objective,
+    spec = PruningSpec(storage_url=url, stage=cfg, agent=agent, train=train, n_workers=workers, objective=objective,
                        backbone=backbone, data_dir=(data_dir or default_data_dir()).resolve(),
                        seed=seed, epoch_s=epoch_s, runs_dir=runs_dir)
     click.echo(f"{agent} stage {cfg.name}: {cfg.budget(agent)} trials x {cfg.epochs} epochs, "
@@ -74,7 +78,7 @@ def bench_pruning(agent: str, stage: str, stages_file: Path | None, trials: int 
                f"{100 * figures['regret']:.2f}% (goal <= 1%)")
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"kind": "bench pruning", "agent": agent, "stage": cfg.to_dict(), "objective": objective,
+        payload = {"kind": "bench pruning", "agent": agent, "fixed": train, "stage": cfg.to_dict(), "objective": objective,
                    "backbone": backbone, "workers": workers, "seed": seed,
                    "pruned": dataclasses.asdict(pruned), "unpruned": dataclasses.asdict(unpruned),
                    **figures}
