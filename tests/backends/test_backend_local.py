@@ -177,3 +177,19 @@ def test_launch_cancel_without_a_recorded_launch_is_one_clear_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr == (f"error: {tmp_path}/nope/backend.json: no workers were recorded for "
                            "this experiment — check --experiment and --runs-dir\n")
+
+
+def test_local_workers_share_the_cpu_cores(monkeypatch):
+    from psy_agents.backends.local import cpu_threads_env
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    assert cpu_threads_env(4, {}) == {"OMP_NUM_THREADS": "4"}
+    assert cpu_threads_env(32, {}) == {"OMP_NUM_THREADS": "1"}
+    assert cpu_threads_env(4, {"OMP_NUM_THREADS": "2"}) == {}  # the user's choice stands
+
+
+def test_plan_gives_each_worker_its_thread_share(tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    workers = LocalBackend()._plan(_req(tmp_path, "done", 2))
+    assert [w.env["OMP_NUM_THREADS"] for w in workers] == ["4", "4"]

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psy_agents.backends.local import cpu_threads_env
 from psy_agents.bench.stats import TrialTiming
 from psy_agents.errors import BackendError
 from psy_agents.hpo import spaces
@@ -211,7 +212,8 @@ def run_workers(study: str, storage_url: str, n_workers: int, log_dir: Path,
     for i in range(n_workers):
         log = open(log_dir / f"worker-{i}.log", "w")  # noqa: SIM115 - closed below
         spawned.append(time.time())
-        procs.append((subprocess.Popen(worker_cmd(study, i, storage_url), env=_clean_env(),
+        env = {**cpu_threads_env(n_workers), **_clean_env()}
+        procs.append((subprocess.Popen(worker_cmd(study, i, storage_url), env=env,
                                        stdout=log, stderr=subprocess.STDOUT), log))
     codes = []
     for proc, log in procs:
