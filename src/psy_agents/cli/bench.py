@@ -56,9 +56,8 @@ def _time_eval(run, pad_to: int | None, repeats: int = 2) -> float:
 def bench_train(agent: str, backbone: str, max_length: int | None, batch_size: int | None,
                 data_dir: Path | None, limit_posts: int | None, out: Path | None) -> None:
     """Samples/s and seconds/epoch, dynamic vs pad-to-max batching."""
-    from psy_agents.training.run import prepare
-
     from psy_agents.training.config import TrainConfig
+    from psy_agents.training.run import prepare
 
     # A shorter window gets a proportionate overlap (the default stride fits 256 tokens).
     stride = None if max_length is None else min(TrainConfig.stride, max(0, max_length // 4))
