@@ -5,7 +5,8 @@ process group, and a log ``runs/<experiment>/logs/worker-<i>.log`` (appended acr
 restarts). A worker that crashes is restarted up to ``max_restarts`` times; one that exits
 0 is done; one that exits 75 ("requeue me") is restarted too. Ctrl-C (SIGINT) or SIGTERM to
 the launcher stops every worker's whole process group: SIGTERM first, so workers save a
-checkpoint, SIGKILL after ``stop_grace_s``. No child outlives the launcher's return.
+checkpoint, SIGKILL after ``stop_grace_s``. No child outlives the launcher's return, nor
+the launcher itself: a launcher killed outright (SIGKILL) leaves its workers a SIGTERM.
 """
 
 from __future__ import annotations
@@ -182,6 +183,26 @@ class LocalBackend:
             os.kill(pid, signal.SIGTERM)
 
 
+def die_with_parent():
+    """A ``preexec_fn`` that makes the child get SIGTERM when the launcher dies, even by
+    SIGKILL (Linux ``PR_SET_PDEATHSIG``; elsewhere nothing). SIGTERM is the worker's
+    "checkpoint and requeue" signal, so its trial resumes when the search is relaunched
+    instead of running on unsupervised."""
+    parent = os.getpid()
+
+    def arm() -> None:
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the launcher died before the signal was armed
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
+
+
 def cpu_threads_env(n_workers: int, environ: dict[str, str] | None = None) -> dict[str, str]:
     """``OMP_NUM_THREADS`` giving each of ``n_workers`` processes on this host its share of
     the CPU cores, unless the user set it. Without it every worker's torch starts one thread
@@ -204,7 +225,7 @@ def _start(w: _Worker, base_env: dict[str, str]) -> None:
         # terminal's Ctrl-C reaches only the supervisor, which then stops workers in order.
         w.proc = subprocess.Popen(w.argv, env={**base_env, **w.env}, stdout=fh,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=die_with_parent())
     w.state = "running"
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from psy_agents.backends.local import cpu_threads_env
+from psy_agents.backends.local import cpu_threads_env, die_with_parent
 from psy_agents.bench.stats import TrialTiming
 from psy_agents.errors import BackendError
 from psy_agents.hpo import spaces
@@ -214,7 +214,8 @@ def run_workers(study: str, storage_url: str, n_workers: int, log_dir: Path,
         spawned.append(time.time())
         env = {**cpu_threads_env(n_workers), **_clean_env()}
         procs.append((subprocess.Popen(worker_cmd(study, i, storage_url), env=env,
-                                       stdout=log, stderr=subprocess.STDOUT), log))
+                                       stdout=log, stderr=subprocess.STDOUT,
+                                       preexec_fn=die_with_parent()), log))
     codes = []
     for proc, log in procs:
         try:
