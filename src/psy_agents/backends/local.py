@@ -185,18 +185,21 @@ class LocalBackend:
 
 def die_with_parent():
     """A ``preexec_fn`` that makes the child get SIGTERM when the launcher dies, even by
-    SIGKILL (Linux ``PR_SET_PDEATHSIG``; elsewhere nothing). SIGTERM is the worker's
-    "checkpoint and requeue" signal, so its trial resumes when the search is relaunched
-    instead of running on unsupervised."""
+    SIGKILL (Linux ``PR_SET_PDEATHSIG``), or ``None`` where that does not exist. SIGTERM is
+    the worker's "checkpoint and requeue" signal, so its trial resumes when the search is
+    relaunched instead of running on unsupervised. ``prctl`` is looked up here, in the
+    parent: the child runs no import (a lock held by another thread at fork would hang it).
+    """
     parent = os.getpid()
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
     def arm() -> None:
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
+        prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the launcher died before the signal was armed
             os.kill(os.getpid(), signal.SIGTERM)
 
