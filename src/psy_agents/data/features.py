@@ -157,11 +157,12 @@ def _tokenize(pairs: Sequence[Any], tokenizer: Any, max_length: int, stride: int
             offsets = np.array([o if s == 1 else (-1, -1)
                                 for o, s in zip(enc["offset_mapping"][w], seq_ids, strict=True)],
                                dtype=np.int32).reshape(-1, 2)
-            cls, start, end = window_targets(pair, offsets)
-            cols["spans"].append(window_spans(pair, offsets))
-            cols["match"].append(criterion_match(np.asarray(enc["input_ids"][w]), offsets,
-                                                 shared))
-            cols["ids"].append(np.array(enc["input_ids"][w], dtype=np.int32))
+            ids = np.array(enc["input_ids"][w], dtype=np.int32)
+            spans = window_spans(pair, offsets)
+            cls, start, end = window_targets(pair, offsets, spans)
+            cols["spans"].append(spans)
+            cols["match"].append(criterion_match(ids, offsets, shared))
+            cols["ids"].append(ids)
             if "token_type_ids" in enc:
                 cols["types"].append(np.array(enc["token_type_ids"][w], dtype=np.int8))
             cols["offsets"].append(offsets)
@@ -227,9 +228,11 @@ def window_spans(pair: Any, offsets: np.ndarray) -> np.ndarray:
     return np.array(sorted(found), dtype=np.int32).reshape(-1, 2)
 
 
-def window_targets(pair: Any, offsets: np.ndarray) -> tuple[float, int, int]:
+def window_targets(pair: Any, offsets: np.ndarray,
+                   spans: np.ndarray | None = None) -> tuple[float, int, int]:
     """``(cls_target, start_token, end_token)`` of one window (see :class:`WindowSet`).
 
+    ``spans``: the window's :func:`window_spans`, when the caller has them already.
     Never raises: a span cut by the window edge, or a pair whose evidence could not be
     located, simply yields no span target.
     """
@@ -238,7 +241,7 @@ def window_targets(pair: Any, offsets: np.ndarray) -> tuple[float, int, int]:
         return 0.0, 0, 0
     if not pair.spans or len(ctx) == 0:
         return float(not pair.spans), 0, 0
-    spans = window_spans(pair, offsets)
+    spans = window_spans(pair, offsets) if spans is None else spans
     if len(spans):
         return 1.0, int(spans[0, 0]), int(spans[0, 1])
     overlaps = any(s.start < hi_char and s.end > lo_char for s in pair.spans)

@@ -286,13 +286,12 @@ def requeue_orphans(study) -> list[int]:
     if callback is None:
         return []
     prefix = STALE_REASON.split("{", 1)[0]
-    with retry_lock(study._storage, study._study_id):
-        done = retried_numbers(study)
-        orphans = [t for t in study.get_trials(deepcopy=True, states=(TrialState.FAIL,))
-                   if t.number not in done
-                   and str(t.user_attrs.get("fail_reason", "")).startswith(prefix)]
+    done = retried_numbers(study)
+    orphans = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+               if t.number not in done
+               and str(t.user_attrs.get("fail_reason", "")).startswith(prefix)]
     queued = []
-    for trial in orphans:  # the callback takes the lock again and re-checks
+    for trial in orphans:  # the callback copies the trial, takes the lock and re-checks
         if callback(study, trial):
             _log.warning("trial #%d had failed without a retry queued; queued it now",
                          trial.number)
