@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from psy_agents.config import from_mapping, pick, read_toml
+from psy_agents.config import from_mapping, read_toml
 from psy_agents.errors import ConfigError
 from psy_agents.training.config import TrainConfig
 
@@ -53,10 +53,3 @@ def test_read_toml_errors(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         read_toml(tmp_path / "missing.toml")
 
-
-def test_pick_precedence():
-    env = {"PSY_X": "env"}
-    assert pick("flag", env, "PSY_X", {"x": "prof"}, "x", "dflt") == "flag"
-    assert pick(None, env, "PSY_X", {"x": "prof"}, "x", "dflt") == "env"
-    assert pick(None, {}, "PSY_X", {"x": "prof"}, "x", "dflt") == "prof"
-    assert pick(None, {}, "PSY_X", {}, "x", "dflt") == "dflt"

@@ -1,7 +1,9 @@
 """Config plumbing shared by every command: frozen dataclasses built from untrusted mappings.
 
 Resolution order, applied once at the CLI edge: flag > environment variable > profile file >
-default. Helpers here turn a mapping (a params.json, a TOML profile, a study's user attrs)
+default. Click resolves flag > env var (each option's ``envvar``); the profile and default
+steps are :func:`psy_agents.backends.options.load_options`, which builds the dataclass with
+the helpers here. They turn a mapping (a params.json, a TOML profile, a study's user attrs)
 into a frozen dataclass and reject unknown keys and wrong types with one clear line.
 """
 
@@ -114,14 +116,3 @@ def read_toml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read ({exc})", "check the file and its permissions") from None
 
-
-def pick(flag: Any, env: Mapping[str, str], env_name: str, profile: Mapping[str, Any],
-         key: str, default: Any) -> Any:
-    """Resolve one setting: flag > env var > profile > default (``None`` means unset)."""
-    if flag is not None:
-        return flag
-    if env.get(env_name):
-        return env[env_name]
-    if key in profile:
-        return profile[key]
-    return default

@@ -64,13 +64,21 @@ def test_bad_value_in_profile_names_the_field(tmp_path):
 
 
 def test_flags_override_env_override_profile(tmp_path):
-    (tmp_path / "slurm.toml").write_text('partition = "prof"\nqos = "prof"\ntime_min = 60\n')
-    result = _run(["--backend", "slurm", "--slurm-partition", "flag", "--slurm-setup", "a",
-                   "--slurm-setup", "b c"],
-                  PSY_LAUNCH_DIR=str(tmp_path), PSY_SLURM_QOS="env")
+    # `partition` is set on all three levels, `qos` by env and profile, `time_min` only in
+    # the profile, `account` nowhere: each level wins exactly where nothing above it is set.
+    (tmp_path / "slurm.toml").write_text(
+        'partition = "prof"\nqos = "prof"\ntime_min = 60\ncpus_per_task = 3\n')
+    env = {"PSY_LAUNCH_DIR": str(tmp_path), "PSY_SLURM_PARTITION": "env",
+           "PSY_SLURM_QOS": "env", "PSY_SLURM_CPUS_PER_TASK": "8"}
+    result = _run(["--backend", "slurm", "--slurm-partition", "flag", "--slurm-cpus-per-task",
+                   "2", "--slurm-setup", "a", "--slurm-setup", "b c"], **env)
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "slurm " + repr(SlurmOptions(
-        partition="flag", qos="env", time_min=60, setup=("a", "b c")))
+        partition="flag", qos="env", time_min=60, cpus_per_task=2, setup=("a", "b c")))
+    # The same keys without their flags: the env var beats the profile.
+    result = _run(["--backend", "slurm"], **env)
+    assert result.output.strip() == "slurm " + repr(SlurmOptions(
+        partition="env", qos="env", time_min=60, cpus_per_task=8))
 
 
 def test_k8s_key_value_flags_and_defaults():
