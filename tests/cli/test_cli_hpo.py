@@ -84,6 +84,33 @@ def test_dry_run_prints_and_creates_nothing(tmp_path, backend, marker):
     assert not (tmp_path / "runs" / "dry").exists()
 
 
+@pytest.mark.parametrize("flag", ["--profile", "--backend-profile"])
+def test_profile_file_takes_effect(tmp_path, flag):
+    profile = tmp_path / "site.toml"
+    profile.write_text('partition = "a100-long"\ntime_min = 90\n')
+    out = launch(["hpo", "--agent", "criteria", "--backend", "slurm", flag, str(profile),
+                  "--experiment", "prof", "--dry-run"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert "#SBATCH --partition=a100-long" in lines and "#SBATCH --time=90" in lines
+
+
+def test_unknown_profile_key_is_one_line_listing_the_valid_keys(tmp_path):
+    import dataclasses
+
+    from psy_agents.backends.options import SlurmOptions
+
+    profile = tmp_path / "site.toml"
+    profile.write_text('partion = "gpu"\n')
+    out = launch(["hpo", "--agent", "criteria", "--backend", "slurm", "--profile", str(profile),
+                  "--experiment", "prof"], cwd=tmp_path)
+    assert out.returncode == 2
+    valid = ", ".join(sorted(f.name for f in dataclasses.fields(SlurmOptions)))
+    assert out.stderr == (f"error: {profile}: unknown key 'partion' — valid keys are: "
+                          f"{valid}\n")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_option_of_unselected_backend_is_usage_error(tmp_path):
     out = launch(["hpo", "--agent", "criteria", "--slurm-partition", "gpu"], cwd=tmp_path)
     assert out.returncode == 2

@@ -77,7 +77,8 @@ def _table() -> list[tuple[str, str, str, Any, Callable]]:
 
 
 def backend_options(f: Callable) -> Callable:
-    """Decorate a click command with ``--backend``, ``--backend-profile`` and prefixed flags."""
+    """Decorate a click command with ``--backend``, ``--profile`` (alias ``--backend-profile``)
+    and the prefixed flags."""
     rows = _table()
 
     @functools.wraps(f)
@@ -106,10 +107,10 @@ def backend_options(f: Callable) -> Callable:
     for _, _, _, option, _ in reversed(rows):
         wrapper = option(wrapper)
     wrapper = click.option(
-        "--backend-profile", type=click.Path(dir_okay=False), default=None,
-        envvar="PSY_BACKEND_PROFILE",
-        help="Profile TOML of the selected backend [env: PSY_BACKEND_PROFILE; "
-             "default: launch/<backend>.toml].")(wrapper)
+        "--profile", "--backend-profile", "backend_profile", type=click.Path(dir_okay=False),
+        default=None, envvar="PSY_BACKEND_PROFILE",
+        help="Profile TOML of the selected backend, e.g. launch/<name>.toml "
+             "[env: PSY_BACKEND_PROFILE; default: launch/<backend>.toml].")(wrapper)
     return click.option(
         "--backend", type=click.Choice(sorted(OPTIONS)), default="local", show_default=True,
         envvar="PSY_BACKEND", help="Where workers run [env: PSY_BACKEND].")(wrapper)
