@@ -8,6 +8,7 @@ real training objective is exercised by tests/hpo.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -82,6 +83,24 @@ def test_dry_run_prints_and_creates_nothing(tmp_path, backend, marker):
     assert marker in out.stdout
     assert not (tmp_path / "runs" / "optuna.db").exists()
     assert not (tmp_path / "runs" / "dry").exists()
+
+
+@pytest.mark.parametrize(("image", "worker"), [
+    # Inside the image the launcher's interpreter path does not exist: its `launch` runs.
+    ("/img/psy.sif", "# worker of each array task (inside /img/psy.sif): launch worker"),
+    (None, f"# worker of each array task: {shlex.quote(sys.executable)} -m psy_agents.cli.main "
+           "worker"),
+])
+def test_slurm_dry_run_shows_the_worker_command(tmp_path, image, worker):
+    image_flag = ["--slurm-apptainer-image", image] if image else []
+    out = launch(["hpo", "--agent", "joint", "--workers", "2", "--backend", "slurm",
+                  *image_flag, "--experiment", "ap", "--dry-run"], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert f"{worker} --study ap.joint.s0 --index <array task index>" in lines, out.stdout
+    submit = next(line for line in lines if line.startswith("srun "))
+    python = f"apptainer exec --nv {image} python3" if image else shlex.quote(sys.executable)
+    assert f" {python} -u -m submitit.core._submit " in submit
 
 
 @pytest.mark.parametrize("flag", ["--profile", "--backend-profile"])

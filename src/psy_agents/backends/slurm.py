@@ -75,8 +75,12 @@ class SlurmBackend:
         for key in ("partition", "account", "qos", "constraint"):
             if getattr(opts, key):
                 params[key] = getattr(opts, key)
-        if opts.setup:
-            params["setup"] = list(opts.setup)
+        # The worker command travels in submitit's pickle, not in the script; this comment
+        # shows it, so `--dry-run` says what each task will run (and where).
+        where = f" (inside {opts.apptainer_image})" if opts.apptainer_image else ""
+        params["setup"] = [f"# worker of each array task{where}: "
+                           f"{shlex.join(req.worker_argv)} --index <array task index>",
+                           *opts.setup]
         return params
 
     def render(self, req: LaunchRequest) -> str:

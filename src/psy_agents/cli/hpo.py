@@ -96,10 +96,15 @@ def _absolute_sqlite(url: str) -> str:
     return "sqlite:///" + str(path.resolve()) + (("?" + url.split("?", 1)[1]) if "?" in url else "")
 
 
-def _worker_argv(backend: str, studies: tuple[str, ...]) -> tuple[str, ...]:
-    # In a container the entry point is `launch`; elsewhere run this very interpreter so a
-    # worker uses the same environment as the launcher, whatever PATH says.
-    head = ("launch",) if backend == "k8s" else (sys.executable, "-m", "psy_agents.cli.main")
+def _worker_argv(backend: str, options: Any, studies: tuple[str, ...]) -> tuple[str, ...]:
+    """The worker command every backend starts (it appends ``--index I``).
+
+    In a container (k8s, or Slurm with an Apptainer image) it is the image's ``launch``
+    console script: this interpreter's path does not exist in there. Elsewhere it is this
+    very interpreter, so a worker uses the launcher's environment whatever PATH says.
+    """
+    in_container = backend == "k8s" or bool(getattr(options, "apptainer_image", None))
+    head = ("launch",) if in_container else (sys.executable, "-m", "psy_agents.cli.main")
     study_flags = tuple(x for s in studies for x in ("--study", s))
     return (*head, "worker", *study_flags)
 
@@ -252,7 +257,7 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, sta
     first_studies = tuple(study_name(experiment, a, plan_stages[0].name) for a in _agents(agent))
     req = LaunchRequest(
         experiment=experiment, n_workers=workers,
-        worker_argv=_worker_argv(backend, first_studies), run_dir=exp_dir,
+        worker_argv=_worker_argv(backend, backend_options, first_studies), run_dir=exp_dir,
         env={"PSY_DATA_DIR": str(data_dir)}, secret_env_names=(STORAGE_ENV,),
         gpus_per_worker=gpus_per_worker, options=backend_options)
     if dry_run:

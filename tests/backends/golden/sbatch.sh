@@ -21,6 +21,7 @@
 #SBATCH --wckey=submitit
 
 # setup
+# worker of each array task (inside /images/psy-agents.sif): launch worker --study paper.joint.s1 --index <array task index>
 module load cuda/12.4
 
 # command
