@@ -183,6 +183,29 @@ def test_agent_all_shares_one_pool_and_each_worker_starts_on_its_own_agent(tmp_p
         0: "criteria", 1: "evidence", 2: "share", 3: "joint"}
 
 
+def test_agent_all_with_fewer_workers_than_agents_finishes_every_budget(tmp_path, pg_url):
+    # Two workers, four agents: share and joint have no worker of their own, so their
+    # budgets finish only if workers take work from other agents' chains.
+    out = launch(["hpo", "--agent", "all", "--stage", "s1", "--objective", "simulated",
+                  "--trials", "3", "--epochs", "2", "--workers", "2", "--experiment", "few"],
+                 cwd=tmp_path, env={"PSY_STORAGE": pg_url})
+    assert out.returncode == 0, out.stderr
+    agents = ("criteria", "evidence", "share", "joint")
+    ran: dict[int, list[tuple]] = {0: [], 1: []}  # worker -> [(start, agent)]
+    for agent in agents:
+        study = optuna.load_study(study_name=f"few.{agent}.s1", storage=pg_url)
+        assert sum(t.state.is_finished() for t in study.trials) >= 3, (agent, out.stderr[-3000:])
+        assert all(t.state.is_finished() for t in study.trials), agent
+        for t in study.trials:
+            ran[t.user_attrs["worker_index"]].append((t.datetime_start, agent))
+    # Each worker starts on its own agent (index mod 4), then helps the others.
+    assert [min(ran[w])[1] for w in (0, 1)] == ["criteria", "evidence"]
+    foreign = {w: {a for _, a in ran[w]} - {agents[w]} for w in (0, 1)}
+    assert foreign[0] | foreign[1] >= {"share", "joint"}, foreign
+    logs = sorted(p.name for p in (tmp_path / "runs" / "few" / "logs").glob("worker-*.log"))
+    assert logs == ["worker-0.log", "worker-1.log"]
+
+
 def test_own_chain_first_rotation():
     from psy_agents.cli.worker import own_chain_first
 
