@@ -45,7 +45,7 @@ def test_resolve_url_order_and_sqlite_dir(tmp_path, monkeypatch):
 def test_engine_kwargs_postgres_has_pre_ping_pool_keepalives():
     kw = st.engine_kwargs("postgresql+psycopg2://h/db", st.StorageSettings())
     assert kw["pool_pre_ping"] is True and kw["pool_size"] == 2
-    assert kw["connect_args"]["keepalives"] == 1 and kw["connect_args"]["connect_timeout"] == 10
+    assert kw["connect_args"]["keepalives"] == 1 and kw["connect_args"]["connect_timeout"] == 5
     assert st.engine_kwargs("sqlite:///x.db", st.StorageSettings())["connect_args"]["timeout"] > 0
 
 

@@ -1,8 +1,9 @@
 """Storage and tracking faults, end to end through `launch`.
 
-- a storage URL to a closed port: `launch hpo` and `launch worker` end with one line and
-  exit 2 (well within 10 s: the connect is refused), and create nothing;
-- the database disappears for ~20 s mid-campaign (the private server is stopped, then
+- a storage URL to a closed port, to a host that drops packets, or with a wrong password
+  (a server with scram-sha-256 auth): `launch hpo` and `launch worker` end with one line
+  naming the cause and the fix, exit 2, within 10 s, print no password and create nothing;
+- the database disappears for 30 s mid-campaign (the private server is stopped, then
   started again): workers wait and retry with backoff, and the budget completes;
 - the MLflow server is unreachable: every trial still completes.
 """
@@ -12,10 +13,11 @@ from __future__ import annotations
 import time
 
 import optuna
+import psycopg2
 import pytest
 from optuna.trial import TrialState
 
-from psy_agents.hpo.storage import open_storage
+from psy_agents.hpo.storage import StorageSettings, open_storage
 from tests.backends.helpers import wait_until
 from tests.reliability.conftest import free_port
 from tests.reliability.helpers import campaign_under_fault, run_launch, worker_pids
@@ -29,26 +31,78 @@ def _listing(path):
     return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
-@pytest.mark.parametrize("command", [
+COMMANDS = pytest.mark.parametrize("command", [
     ["hpo", "--agent", "criteria", "--stage", "s1", "--objective", "simulated",
      "--trials", "2", "--workers", "2"],
     ["worker", "--study", "e.criteria.s1", "--index", "0"],
-])
+], ids=["hpo", "worker"])
+# Interpreter start-up and imports on a busy 2-core runner, on top of the connect timeout.
+START_UP_S = 5.0
+
+
+def _fails_at_start(command, url: str, cwd, secret: str) -> tuple[str, float]:
+    """Run `launch COMMAND --storage URL`; check exit 2, one line, no ``secret``, no file
+    created. Returns (the line, seconds it took)."""
+    before = _listing(cwd)
+    started = time.monotonic()
+    out = run_launch([*command, "--storage", url], cwd=cwd, timeout=60)
+    elapsed = time.monotonic() - started
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stdout == "" and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert secret not in out.stdout + out.stderr
+    assert _listing(cwd) == before
+    return lines[0], elapsed
+
+
+def _masked(url: str) -> str:
+    return url.replace(url.split("//", 1)[1].split("@", 1)[0].split(":", 1)[1], "***", 1)
+
+
+@COMMANDS
 def test_closed_port_is_one_line_exit_2_and_creates_nothing(tmp_path, command):
     url = f"postgresql+psycopg2://postgres:{PASSWORD}@127.0.0.1:{free_port()}/nothing"
-    before = _listing(tmp_path)
-    started = time.monotonic()
-    out = run_launch([*command, "--storage", url], cwd=tmp_path, timeout=60)
-    elapsed = time.monotonic() - started
-    assert out.returncode == 2, out.stderr
-    lines = out.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(
-        f"error: cannot use storage postgresql+psycopg2://postgres:***@127.0.0.1:{url.split(':')[3]}")
-    assert "Connection refused" in lines[0] and lines[0].endswith(
+    line, elapsed = _fails_at_start(command, url, tmp_path, PASSWORD)
+    assert line.startswith(f"error: cannot use storage {_masked(url)}: ")
+    assert "Connection refused" in line and line.endswith(
         "— check the URL (--storage or PSY_STORAGE) and that the database is up")
-    assert PASSWORD not in out.stdout + out.stderr
-    assert _listing(tmp_path) == before
     assert elapsed < 10  # a behaviour bound (refused, not hanging), not a benchmark
+
+
+@COMMANDS
+def test_host_that_drops_packets_is_one_line_exit_2_within_10_s(tmp_path, command,
+                                                                 blackhole_port):
+    url = f"postgresql+psycopg2://postgres:{PASSWORD}@127.0.0.1:{blackhole_port}/nothing"
+    line, elapsed = _fails_at_start(command, url, tmp_path, PASSWORD)
+    assert line == (f"error: cannot use storage {_masked(url)}: connection to server at "
+                    f'"127.0.0.1", port {blackhole_port} failed: timeout expired — check the '
+                    "host and port in the URL (--storage or PSY_STORAGE): nothing answered (a "
+                    "host that is down, or a firewall dropping packets between here and the "
+                    "database)")
+    # One connection attempt, given up after the connect timeout: the issue's "within 10 s".
+    timeout = StorageSettings().connect_timeout_s
+    assert timeout - 0.5 <= elapsed < timeout + START_UP_S <= 10, elapsed
+
+
+@COMMANDS
+def test_wrong_password_is_one_line_exit_2_and_creates_nothing(password_pg, tmp_path, command):
+    right = password_pg.new_database()
+    wrong = right.replace(f":{password_pg.password}@", ":WR0NG-pw-5521@", 1)
+    line, elapsed = _fails_at_start(command, wrong, tmp_path, "WR0NG-pw-5521")
+    assert line == (f"error: cannot use storage {_masked(wrong)}: connection to server at "
+                    f'"127.0.0.1", port {password_pg.port} failed: FATAL: password '
+                    'authentication failed for user "postgres" — check the user name and '
+                    "password in the URL (--storage or PSY_STORAGE)")
+    assert elapsed < 10
+    # Nothing was created in the database; the right password does get in (so it was the
+    # password that was refused, not something else about the server).
+    with psycopg2.connect(host="127.0.0.1", port=password_pg.port, user="postgres",
+                          password=password_pg.password, dbname=right.rsplit("/", 1)[1],
+                          connect_timeout=5) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM information_schema.tables "
+                    "WHERE table_schema NOT IN ('pg_catalog', 'information_schema')")
+        assert cur.fetchone()[0] == 0
 
 
 def _finished(url, name):

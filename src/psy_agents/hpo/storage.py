@@ -65,7 +65,10 @@ class StorageSettings:
     grace_period_s: int = 180
     max_retry: int = 3
     pool_size: int = 2
-    connect_timeout_s: int = 10
+    # A host that drops packets is reported after this long (libpq's connect_timeout). Low
+    # enough that a bad URL at start fails within 10 s, interpreter start-up included; a
+    # database lost mid-run is ridden out by retries with backoff, not by this timeout.
+    connect_timeout_s: int = 5
 
     def __post_init__(self) -> None:
         if self.heartbeat_interval_s < 1 or self.grace_period_s <= self.heartbeat_interval_s:
@@ -360,14 +363,27 @@ def _storage_class():
 
 
 def _storage_error(url: str, exc: BaseException) -> StorageError:
-    # Optuna wraps driver errors in StorageInternalError; the cause says what went wrong.
+    # Optuna wraps driver errors in StorageInternalError, SQLAlchemy in its own classes
+    # ("(psycopg2.OperationalError) ..."): the driver's own first line says what went wrong.
     exc = _root(exc)
-    detail = scrub(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, url)
+    exc = getattr(exc, "orig", None) or exc
+    text = " ".join(str(exc).strip().splitlines()[:1]) or type(exc).__name__
+    detail = scrub(" ".join(text.split()), url)
     if "does not exist" in detail or "no such table" in detail or "version_info" in detail:
         return StorageError(f"storage {mask_url(url)} has no psy-agents schema ({detail})",
                             "create the studies first with `launch hpo`")
-    return StorageError(f"cannot use storage {mask_url(url)}: {detail}",
-                        f"check the URL (--storage or {ENV_URL}) and that the database is up")
+    return StorageError(f"cannot use storage {mask_url(url)}: {detail}", _fix_for(detail))
+
+
+def _fix_for(detail: str) -> str:
+    """What to do about a failed connection, from the driver's first line."""
+    where = f"(--storage or {ENV_URL})"
+    if "authentication failed" in detail or "no password supplied" in detail:
+        return f"check the user name and password in the URL {where}"
+    if "timeout expired" in detail or "timed out" in detail:
+        return (f"check the host and port in the URL {where}: nothing answered (a host that "
+                "is down, or a firewall dropping packets between here and the database)")
+    return f"check the URL {where} and that the database is up"
 
 
 def create_schema_once(url: str, settings: StorageSettings | None = None):
