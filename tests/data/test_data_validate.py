@@ -31,7 +31,11 @@ def test_sample_counts_match_manifest(sample_dir, launch):
 @pytest.mark.parametrize(("n_posts", "seed"), [(40, 1), (200, 2), (500, 3)])
 def test_fresh_synth_counts_match_manifest(n_posts, seed, tmp_path, launch):
     manifest = write_synthetic(tmp_path, n_posts=n_posts, seed=seed)
-    assert _report(launch, tmp_path)["counts"] == manifest.quirks
+    report = _report(launch, tmp_path)
+    assert report["counts"] == manifest.quirks
+    unknown = next(q for q in report["quirks"] if q["name"] == "unknown_symptom")
+    assert unknown["rows"] == manifest.planted_rows["unknown_symptom"]
+    assert _hard_negatives(tmp_path) == manifest.hard_negatives > 0
 
 
 def test_sample_is_what_the_generator_writes(sample_dir, tmp_path, launch):
@@ -69,8 +73,35 @@ def test_text_report_lists_each_quirk_and_summary(sample_dir, launch):
     for name, count in manifest.items():
         line = next(x for x in lines if f" {name} " in x)
         assert f" {count} " in line and ("rows " in line or "row " in line)
-    assert "unknown_symptom" in lines[2] and "skipped" in lines[2]
+    # The misspelled row is skipped with a warning that names the row the generator planted.
+    [row] = json.loads((sample_dir / "manifest.json").read_text())["planted_rows"][
+        "unknown_symptom"]
+    assert lines[2].split()[:4] == ["warning", "unknown_symptom", "1", "skipped"]
+    assert lines[2].endswith(f"redsm5_annotations.csv row {row}: unknown symptom 'LEEP_ISSUES'")
     assert lines[-1].startswith("summary: 8 kinds of quirk (6 warnings, 2 info); all handled")
+
+
+def _hard_negatives(folder: Path) -> int:
+    """Explicit status-0 rows of absent pairs, each checked to be one of the generator's
+    denial wordings of that very symptom (so it reads like the symptom) found in its post."""
+    from psy_agents.data.load import read_data
+    from psy_agents.data.synth_text import NEGATIVE
+    from psy_agents.data.validate import load_dataset
+
+    raw = read_data(folder)
+    labels = {(p.post_id, p.symptom): p.label for p in load_dataset(folder).pairs}
+    hard = [a for a in raw.annotations
+            if a.status == 0 and labels.get((a.post_id, a.symptom)) == 0]
+    for a in hard:
+        assert a.sentence in NEGATIVE[a.symptom] and a.sentence in raw.posts[a.post_id], a
+    return len(hard)
+
+
+def test_sample_has_the_hard_negatives_the_generator_planted(sample_dir):
+    manifest = json.loads((sample_dir / "manifest.json").read_text())
+    assert _hard_negatives(sample_dir) == manifest["hard_negatives"]
+    # Enough for a model to learn that the symptom's words alone do not mean "present".
+    assert manifest["hard_negatives"] >= 50
 
 
 def test_special_case_kept_on_request(sample_dir, launch):

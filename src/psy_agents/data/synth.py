@@ -32,14 +32,24 @@ HARD_NEGATIVE = 0.04     # an absent pair gets an explicit status-0 denial row
 LONG_POSTS = 0.08        # posts whose evidence sits after thousands of filler tokens
 
 
+HARD_NEGATIVE_KIND = "hard_negative"
+
+
 @dataclass(frozen=True)
 class SynthManifest:
-    """What :func:`write_synthetic` wrote and which quirks it planted (exact counts)."""
+    """What :func:`write_synthetic` wrote and which quirks it planted (exact counts).
+
+    ``hard_negatives`` counts the explicit status-0 denial rows of absent pairs (their
+    sentence shares the symptom's words); ``planted_rows`` gives the 1-based annotation data
+    rows of the quirks a test must find by row (the misspelled symptom).
+    """
 
     seed: int
     n_posts: int
     n_annotations: int
     quirks: dict[str, int]
+    hard_negatives: int
+    planted_rows: dict[str, list[int]]
     files: tuple[str, ...] = (POSTS_FILE, ANNOTATIONS_FILE)
 
 
@@ -48,6 +58,7 @@ class _Row:
     symptom: str
     status: int
     sentence: str
+    kind: str = ""  # HARD_NEGATIVE_KIND or a quirk name, for the manifest
 
 
 @dataclass
@@ -85,11 +96,11 @@ def _symptom_items(rng: random.Random, long: bool, counts: dict[str, int]) -> li
     for s in SYMPTOMS:
         if s not in present and rng.random() < HARD_NEGATIVE:
             t = rng.choice(txt.NEGATIVE[s])
-            items.append(_Item(t, [_Row(s, 0, t)]))
+            items.append(_Item(t, [_Row(s, 0, t, HARD_NEGATIVE_KIND)]))
     if not items:  # an annotated post has at least one row
         s = rng.choice(SYMPTOMS)
         t = rng.choice(txt.NEGATIVE[s])
-        items.append(_Item(t, [_Row(s, 0, t)]))
+        items.append(_Item(t, [_Row(s, 0, t, HARD_NEGATIVE_KIND)]))
     return items
 
 
@@ -139,7 +150,8 @@ def _plant_quirks(rng: random.Random, posts: list[_Post], counts: dict[str, int]
         host.items.append(_Item(t, [_Row("SLEEP_ISSUES", 1, t)]))
         sleepers = [(host, host.items[-1])]
     _, sleep_item = sleepers[0]
-    sleep_item.rows.append(_Row("LEEP_ISSUES", 1, sleep_item.rows[0].sentence))
+    sleep_item.rows.append(_Row("LEEP_ISSUES", 1, sleep_item.rows[0].sentence,
+                                q.UNKNOWN_SYMPTOM))
     counts[q.UNKNOWN_SYMPTOM] = 1
     pool = [(p, it) for p, it in positives if it is not sleep_item]
     n_norm, n_unl, n_mixed = max(6, round(n / 50)), max(2, round(n / 150)), max(4, round(n / 75))
@@ -217,8 +229,11 @@ def _csv_text(header: list[str], rows: list[list[str]]) -> str:
     return buf.getvalue()
 
 
-def _tables(rng: random.Random, posts: list[_Post]) -> tuple[list[list[str]], list[list[str]]]:
+def _tables(rng: random.Random, posts: list[_Post]
+            ) -> tuple[list[list[str]], list[list[str]], dict[str, list[int]]]:
+    """Posts rows, annotation rows, and the 1-based annotation rows of each tagged kind."""
     post_rows, ann_rows = [], []
+    tagged: dict[str, list[int]] = {HARD_NEGATIVE_KIND: [], q.UNKNOWN_SYMPTOM: []}
     for post in posts:
         items = post.items or [_Item(t) for t in rng.sample(txt.FILLER, rng.randint(3, 8))]
         post_rows.append([post.post_id, _join(rng, items)])
@@ -227,7 +242,9 @@ def _tables(rng: random.Random, posts: list[_Post]) -> tuple[list[list[str]], li
                 why = "explicit denial" if row.status == 0 else "evidence"
                 ann_rows.append([post.post_id, f"{post.post_id}_{k}", row.sentence,
                                  row.symptom, str(row.status), f"{why} of {row.symptom}"])
-    return post_rows, ann_rows
+                if row.kind:
+                    tagged[row.kind].append(len(ann_rows))
+    return post_rows, ann_rows, tagged
 
 
 def write_synthetic(out_dir: Path, *, n_posts: int = 300, seed: int = 0) -> SynthManifest:
@@ -251,10 +268,12 @@ def write_synthetic(out_dir: Path, *, n_posts: int = 300, seed: int = 0) -> Synt
         if post.items:
             _layout(rng, post, counts)
     rng.shuffle(posts)
-    post_rows, ann_rows = _tables(rng, posts)
+    post_rows, ann_rows, tagged = _tables(rng, posts)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(out_dir / POSTS_FILE, _csv_text(list(POSTS_COLUMNS), post_rows))
     _write_atomic(out_dir / ANNOTATIONS_FILE, _csv_text(list(ANNOTATION_COLUMNS), ann_rows))
-    manifest = SynthManifest(seed, n_posts, len(ann_rows), counts)
+    manifest = SynthManifest(seed, n_posts, len(ann_rows), counts,
+                             hard_negatives=len(tagged[HARD_NEGATIVE_KIND]),
+                             planted_rows={q.UNKNOWN_SYMPTOM: tagged[q.UNKNOWN_SYMPTOM]})
     _write_atomic(out_dir / MANIFEST_FILE, json.dumps(asdict(manifest), indent=2) + "\n")
     return manifest
