@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import optuna
@@ -18,6 +19,7 @@ import pytest
 from optuna.trial import TrialState
 
 from psy_agents.hpo.storage import StorageSettings, open_storage
+from psy_agents.hpo.worker import BLIP_WAIT_MAX_S, MAX_BLIPS, blip_wait_s
 from tests.backends.helpers import wait_until
 from tests.reliability.conftest import free_port
 from tests.reliability.helpers import campaign_under_fault, run_launch, worker_pids
@@ -25,6 +27,7 @@ from tests.reliability.helpers import campaign_under_fault, run_launch, worker_p
 pytestmark = pytest.mark.postgres
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 PASSWORD = "cl0sed-P0rt-pw"
+OUTAGE_S = 30
 
 
 def _listing(path):
@@ -118,20 +121,30 @@ def test_database_lost_mid_run_workers_wait_and_finish_the_budget(private_pg, tm
             "--trials", "40", "--epochs", "4", "--workers", "2", "--experiment", "outage",
             "--storage", url]
 
-    def outage(launcher) -> None:
+    def outage(launcher) -> datetime.datetime:
         wait_until(lambda: len(worker_pids(run_dir)) == 2, 60, "2 running workers")
         wait_until(lambda: sum(t.state in FINISHED for t in
                                _finished(url, "outage.criteria.s1")) >= 3, 60, "3 finished trials")
         private_pg.stop()
-        time.sleep(20)  # longer than the grace period and the in-trial retries (~8-15 s)
+        # 30 s (the outage): longer than the grace period (3 s) and the in-trial
+        # retries (~8-15 s), so each worker's loop has to back off and wait it out too.
+        time.sleep(OUTAGE_S)
         assert launcher.poll() is None, "the campaign ended during the outage"
         private_pg.start()
+        return datetime.datetime.now()  # Optuna's trial times are naive local times too
 
-    code, logs, _ = campaign_under_fault(args, tmp_path, run_dir, outage)
+    code, logs, back = campaign_under_fault(args, tmp_path, run_dir, outage)
     assert code == 0, logs[-3000:]
-    assert "storage blip" in logs  # the workers saw the outage and retried
+    for index in (0, 1):  # each worker outlasted its in-trial retries and backed off in its loop
+        assert f"[w{index}] storage blip (" in logs, logs[-3000:]
     assert "exited with" not in logs, logs[-3000:]  # ... without dying over it
     trials = _finished(url, "outage.criteria.s1")
+    # Each worker was back at work soon after the database: its backoff is capped (an
+    # uncapped doubling left one asleep for 32 s after the outage had ended).
+    for index in (0, 1):
+        first = min(t.datetime_complete for t in trials if t.datetime_complete
+                    and t.datetime_complete > back and t.user_attrs.get("worker_index") == index)
+        assert (first - back).total_seconds() < BLIP_WAIT_MAX_S + 10, (index, first, back)
     assert sum(t.state in FINISHED for t in trials) >= 40
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     assert all(t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL)
@@ -150,3 +163,12 @@ def test_unreachable_mlflow_server_never_fails_a_trial(pg_url, tmp_path):
     trials = _finished(pg_url, "nomlflow.criteria.s1")
     assert sum(t.state in FINISHED for t in trials) >= 6
     assert not [t for t in trials if t.state == TrialState.FAIL]
+
+
+def test_loop_backoff_is_capped_jittered_and_waits_out_minutes():
+    lowest = [blip_wait_s(b, lambda lo, hi: lo) for b in range(1, MAX_BLIPS + 1)]
+    highest = [blip_wait_s(b, lambda lo, hi: hi) for b in range(1, MAX_BLIPS + 1)]
+    assert highest[:5] == [2, 4, 8, 15, 15] and max(highest) == BLIP_WAIT_MAX_S
+    assert lowest[:4] == [1, 2, 4, 7.5]
+    # Even with the shortest jitter every time, a worker waits out a 4-minute outage.
+    assert sum(lowest) > 240

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import signal
 import threading
 import time
@@ -41,7 +42,11 @@ from psy_agents.hpo.storage import (
 
 EXIT_DONE = 0
 EXIT_REQUEUE = 75
-_MAX_BLIPS = 8
+# A storage outage is waited out with capped exponential backoff (see blip_wait_s): a
+# worker resumes at most ~15 s after the database is back, and gives up after MAX_BLIPS
+# failed rounds in a row, about 5 to 9 minutes of outage.
+MAX_BLIPS = 40
+BLIP_WAIT_MAX_S = 15.0
 MAX_FAILS_IN_A_ROW = 10
 _log = logging.getLogger("psy_agents.worker")
 
@@ -52,6 +57,16 @@ class WorkerConfig:
     studies: tuple[str, ...]
     index: int
     settings: StorageSettings
+
+
+def blip_wait_s(blips: int, uniform=random.uniform) -> float:
+    """Seconds to wait after the ``blips``-th storage failure in a row: 2, 4, 8, then 15 s,
+    each times a jitter in [0.5, 1] so that many workers do not reconnect in lockstep.
+
+    Why capped: uncapped doubling left a worker asleep for 32 s after a 30 s outage had
+    ended; the cap bounds that delay, the count (MAX_BLIPS) bounds the outage waited out.
+    """
+    return min(2.0 ** blips, BLIP_WAIT_MAX_S) * uniform(0.5, 1.0)
 
 
 def finished_states():
@@ -227,13 +242,14 @@ class Worker:
                 if type(exc).__name__ == "Preempted":
                     self._requeue(study, objective.current_trial)
                     return EXIT_REQUEUE
-                if not is_transient(exc) or blips >= _MAX_BLIPS:
+                if not is_transient(exc) or blips >= MAX_BLIPS:
                     raise
                 blips += 1
                 requeue = objective.current_trial if requeue is None else requeue
-                _log.warning("[w%d] storage blip (%s); retrying in %d s", self.cfg.index,
-                             scrub(type(exc).__name__, self.cfg.storage_url), 2 ** blips)
-                self.stop.wait(2 ** blips)
+                wait_s = blip_wait_s(blips)
+                _log.warning("[w%d] storage blip (%s); retrying in %.1f s", self.cfg.index,
+                             scrub(type(exc).__name__, self.cfg.storage_url), wait_s)
+                self.stop.wait(wait_s)
         return EXIT_REQUEUE
 
     def _stop_cb(self, study, trial) -> None:
