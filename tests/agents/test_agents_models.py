@@ -123,3 +123,64 @@ def test_dropout_and_attention_dropout_reach_the_encoder(hand_tiny):
     assert enc.config.hidden_dropout_prob == 0.2
     assert enc.config.attention_probs_dropout_prob == 0.05
     assert TrainConfig().attention_dropout == 0.0  # off by default (CPU cost, see config)
+
+
+@pytest.mark.parametrize("agent", ["share", "joint"])
+def test_span_branch_on_the_loss_rows_only_gives_the_same_loss_and_gradients(agent, hand_tiny):
+    """In training only the span-mask rows go through the span branch (the joint agent's
+    second encoder, the GRU), trimmed to their own length. Same loss, same gradients as
+    running every row at full width: a batch of 3 windows, the masked one the longest."""
+    torch.manual_seed(0)
+    ids = torch.randint(5, 60, (3, 12))
+    attn = torch.tensor([[1] * 12, [1] * 7 + [0] * 5, [1] * 9 + [0] * 3])
+    ok = torch.zeros(3, 12, dtype=torch.bool)
+    ok[:, 0] = True
+    ok[1, 0], ok[1, 4] = False, True
+    batch = {"input_ids": ids * attn, "attention_mask": attn,
+             "token_type_ids": torch.tensor([[0] * 4 + [1] * 8] * 3),
+             "match": torch.tensor([[0] * 5 + [1, 2] + [0] * 5] * 3),
+             "cls_target": torch.tensor([0.0, 1.0, 0.0]), "start_ok": ok, "end_ok": ok,
+             "span_mask": torch.tensor([False, True, True])}
+    spec = get_agent(agent)
+    cfg = TrainConfig(agent=agent, dropout=0.0)
+    model = spec.build_model(cfg, hand_tiny)
+    for p in model.parameters():  # zero-initialized parts would hide a wrong gradient
+        torch.nn.init.normal_(p, std=0.05) if p.ndim > 1 else None
+
+    def loss_and_grads(subset: bool):
+        model.zero_grad()
+        if subset:
+            out = model(batch)
+        else:  # the span branch on every row: a batch without span_mask
+            out = model({k: v for k, v in batch.items() if k != "span_mask"})
+        loss = spec.loss(out, batch, cfg)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                               if p.grad is not None}
+
+    loss_sub, grads_sub = loss_and_grads(True)
+    loss_full, grads_full = loss_and_grads(False)
+    assert torch.allclose(loss_sub, loss_full, atol=1e-6)
+    assert grads_sub.keys() == grads_full.keys()
+    assert any(n.startswith("span_context") for n in grads_sub)
+    for name in grads_full:
+        assert torch.allclose(grads_sub[name], grads_full[name], atol=1e-6), name
+
+
+@pytest.mark.parametrize("agent", ["evidence", "joint"])
+def test_a_windows_span_logits_do_not_depend_on_the_batch_padding(agent, hand_tiny):
+    """The BiGRU runs packed: a window scored alone or beside a longer one (more padding)
+    gets the same start/end logits. (Unpacked, the backward direction read the padding.)"""
+    torch.manual_seed(0)
+    ids = torch.randint(5, 60, (2, 14))
+    attn = torch.tensor([[1] * 14, [1] * 6 + [0] * 8])
+    batch = {"input_ids": ids * attn, "attention_mask": attn,
+             "token_type_ids": torch.zeros(2, 14, dtype=torch.long),
+             "match": torch.zeros(2, 14, dtype=torch.long)}
+    model = get_agent(agent).build_model(TrainConfig(agent=agent, pooling="mean"),
+                                         hand_tiny).eval()
+    alone = {k: v[1:, :6] for k, v in batch.items()}
+    with torch.no_grad():
+        both, one = model(batch), model(alone)
+    for key in ("start", "end"):
+        assert torch.allclose(both[key][1, :6], one[key][0], atol=1e-5), key

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from psy_agents.agents.backbones import new_encoder
 
@@ -41,6 +42,9 @@ def pool(states: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
     return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
 
 
+_ENCODER_KEYS = ("input_ids", "attention_mask", "token_type_ids", "match")
+
+
 class SpanContext(nn.Module):
     """A bidirectional GRU over the token states, concatenated to them: ``(B, T, H)`` ->
     ``(B, T, 2H)``. A sentence's first and last tokens then know what the sentence holds
@@ -53,8 +57,15 @@ class SpanContext(nn.Module):
         super().__init__()
         self.rnn = nn.GRU(hidden, hidden // 2, batch_first=True, bidirectional=True)
 
-    def forward(self, states: torch.Tensor) -> torch.Tensor:
-        ctx, _ = self.rnn(states.float())
+    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Packed, so the backward direction starts at each window's last real token: the
+        # states never depend on how much padding the batch happens to have.
+        lengths = mask.sum(1).cpu()
+        packed = nn.utils.rnn.pack_padded_sequence(states.float(), lengths, batch_first=True,
+                                                   enforce_sorted=False)
+        ctx, _ = self.rnn(packed)
+        ctx, _ = nn.utils.rnn.pad_packed_sequence(ctx, batch_first=True,
+                                                  total_length=states.shape[1])
         return torch.cat([states, ctx.to(states.dtype)], dim=-1)
 
 
@@ -121,17 +132,41 @@ class AgentModel(nn.Module):
         if self.cls_head is not None:
             out["cls"] = self.cls_head(pooled).squeeze(-1)
         if self.span_head is not None:
-            if self.fuse:
-                states = _encode(self.encoders[1], batch, self.match) + self.fusion(pooled).unsqueeze(1)
-            else:
-                # The pooled pair vector gives every token the window's gist (and makes the
-                # pooling choice matter to span-only agents too).
-                states = states + pooled.unsqueeze(1)
-            if self.span_context is not None:
-                states = self.span_context(states)
-            logits = self.span_head(states)
-            # Padding can never be an answer; CLS (position 0) stays the no-answer slot.
-            pad = batch["attention_mask"] == 0
-            out["start"] = logits[..., 0].masked_fill(pad, -1e4)
-            out["end"] = logits[..., 1].masked_fill(pad, -1e4)
+            out.update(self._span_logits(batch, states, pooled))
         return out
+
+    def _span_logits(self, batch: dict[str, torch.Tensor], states: torch.Tensor,
+                     pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Start/end logits ``(B, T)``. Only the rows of ``batch["span_mask"]`` (the windows
+        the span loss counts in training) go through the span branch; the others get 0.
+        With a cls head that is about a third of the windows, and the branch is the costly
+        part (the joint agent's second encoder, the GRU): the loss and its gradients are
+        the same as computing every row."""
+        mask = batch["attention_mask"]
+        rows = batch.get("span_mask")
+        subset = rows is not None and not bool(rows.all())
+        if subset:
+            if not bool(rows.any()):  # no span loss in this batch: nothing to compute
+                zero = states.new_zeros(mask.shape).masked_fill(mask == 0, -1e4)
+                return {"start": zero, "end": zero}
+            # the selected rows, trimmed to their own longest window
+            width = int(mask[rows].sum(1).max())
+            batch = {k: v[rows][:, :width] for k, v in batch.items() if k in _ENCODER_KEYS}
+            states, pooled = states[rows][:, :width], pooled[rows]
+        if self.fuse:
+            states = _encode(self.encoders[1], batch, self.match) + self.fusion(pooled).unsqueeze(1)
+        else:
+            # The pooled pair vector gives every token the window's gist (and makes the
+            # pooling choice matter to span-only agents too).
+            states = states + pooled.unsqueeze(1)
+        if self.span_context is not None:
+            states = self.span_context(states, batch["attention_mask"])
+        logits = self.span_head(states)
+        if subset:  # back to (B, T, 2): zeros for the rows left out
+            logits = F.pad(logits, (0, 0, 0, mask.shape[1] - logits.shape[1]))
+            logits = logits.new_zeros(mask.shape + (2,)).index_copy(
+                0, rows.nonzero().squeeze(1), logits)
+        # Padding can never be an answer; CLS (position 0) stays the no-answer slot.
+        pad = mask == 0
+        return {"start": logits[..., 0].masked_fill(pad, -1e4),
+                "end": logits[..., 1].masked_fill(pad, -1e4)}
