@@ -85,21 +85,26 @@ def test_dry_run_prints_and_creates_nothing(tmp_path, backend, marker):
     assert not (tmp_path / "runs" / "dry").exists()
 
 
-@pytest.mark.parametrize(("image", "worker"), [
+@pytest.mark.parametrize(("image", "node_python", "worker"), [
     # Inside the image the launcher's interpreter path does not exist: its `launch` runs.
-    ("/img/psy.sif", "# worker of each array task (inside /img/psy.sif): launch worker"),
-    (None, f"# worker of each array task: {shlex.quote(sys.executable)} -m psy_agents.cli.main "
-           "worker"),
+    ("/img/psy.sif", None, "# worker of each array task (inside /img/psy.sif): launch worker"),
+    (None, None, f"# worker of each array task: {shlex.quote(sys.executable)} -m "
+                 "psy_agents.cli.main worker"),
+    # the nodes' own Python, named by the profile/flag, runs both submitit and the worker
+    (None, "/opt/site/bin/python", "# worker of each array task: /opt/site/bin/python -m "
+                                   "psy_agents.cli.main worker"),
 ])
-def test_slurm_dry_run_shows_the_worker_command(tmp_path, image, worker):
-    image_flag = ["--slurm-apptainer-image", image] if image else []
+def test_slurm_dry_run_shows_the_worker_command(tmp_path, image, node_python, worker):
+    flags = ["--slurm-apptainer-image", image] if image else []
+    flags += ["--slurm-python", node_python] if node_python else []
     out = launch(["hpo", "--agent", "joint", "--workers", "2", "--backend", "slurm",
-                  *image_flag, "--experiment", "ap", "--dry-run"], cwd=tmp_path)
+                  *flags, "--experiment", "ap", "--dry-run"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert f"{worker} --study ap.joint.s0 --index <array task index>" in lines, out.stdout
     submit = next(line for line in lines if line.startswith("srun "))
-    python = f"apptainer exec --nv {image} python3" if image else shlex.quote(sys.executable)
+    python = (f"apptainer exec --nv {image} python3" if image
+              else node_python or shlex.quote(sys.executable))
     assert f" {python} -u -m submitit.core._submit " in submit
 
 

@@ -9,6 +9,7 @@ workers finish; with slurm/k8s it returns after submitting (``--follow`` keeps w
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -101,10 +102,14 @@ def _worker_argv(backend: str, options: Any, studies: tuple[str, ...]) -> tuple[
 
     In a container (k8s, or Slurm with an Apptainer image) it is the image's ``launch``
     console script: this interpreter's path does not exist in there. Elsewhere it is this
-    very interpreter, so a worker uses the launcher's environment whatever PATH says.
+    very interpreter (or the ``python`` a Slurm profile names for the nodes), so a worker
+    uses the launcher's environment whatever PATH says.
     """
     in_container = backend == "k8s" or bool(getattr(options, "apptainer_image", None))
-    head = ("launch",) if in_container else (sys.executable, "-m", "psy_agents.cli.main")
+    # a Slurm site whose nodes run another Python (``--slurm-python``) runs the worker there
+    python = getattr(options, "python", None)
+    interpreter = tuple(shlex.split(python)) if python else (sys.executable,)
+    head = ("launch",) if in_container else (*interpreter, "-m", "psy_agents.cli.main")
     study_flags = tuple(x for s in studies for x in ("--study", s))
     return (*head, "worker", *study_flags)
 
