@@ -1,4 +1,5 @@
-"""`launch hpo --backend slurm` end to end: real sbatch, real Postgres, `--follow`, requeue.
+"""`launch hpo --backend slurm` end to end: real sbatch, real Postgres, `--follow`, requeue,
+SIGUSR2 preemption.
 
 Needs the single-node Slurm of `.ci/slurm-up.sh`. The tests skip only when `sbatch` is
 missing and CI is unset; under CI a missing Slurm fails them (the `slurm_cluster` fixture).
@@ -136,6 +137,13 @@ def _requeue_task_0(job: str, victim) -> str:
     return "succeeded 0-1"  # the task came back and ended well
 
 
+def _usr2_to_task_0(job: str, victim) -> str:
+    # What Slurm sends before a preemption or the time limit (--signal=USR2@N): SIGUSR2 to
+    # every process of the task's step, so submitit's handler and the worker both get it.
+    subprocess.run(["scancel", "--signal=USR2", f"{job}_0"], check=True)
+    return "succeeded 0-1"  # submitit checkpointed and requeued the task; it came back
+
+
 def _kill_worker_0(job: str, victim) -> str:
     # No signal handler runs: only the heartbeat going stale tells the other worker.
     os.kill(victim.user_attrs["pid"], 9)
@@ -144,8 +152,8 @@ def _kill_worker_0(job: str, victim) -> str:
 
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.parametrize("interrupt", [_requeue_task_0, _kill_worker_0],
-                         ids=["scontrol-requeue", "kill-9-worker"])
+@pytest.mark.parametrize("interrupt", [_requeue_task_0, _usr2_to_task_0, _kill_worker_0],
+                         ids=["scontrol-requeue", "scancel-usr2", "kill-9-worker"])
 def test_interrupted_trial_resumes_from_its_checkpoint(tmp_path, campaign, follow, interrupt):
     experiment, runs, url = campaign
     # s0 has no pruner, so the trial chosen below cannot be pruned before it is interrupted;
@@ -171,11 +179,19 @@ def test_interrupted_trial_resumes_from_its_checkpoint(tmp_path, campaign, follo
     # Only the epochs after the checkpoint were computed again: no full recomputation.
     assert retry.user_attrs["epochs_run"] == retry.params["epochs"] - (resumed + 1)
     _status_until_workers(experiment, runs, url, tmp_path, workers_end)
-    if interrupt is _requeue_task_0:
-        runs_of_0 = subprocess.run(["sacct", "-j", f"{job}_0", "-X", "-D", "-n", "-P", "-o",
-                                    "State"], capture_output=True, text=True, check=True)
-        states = runs_of_0.stdout.split()
-        assert states[0] == "REQUEUED" and states[-1] == "COMPLETED", states
+    if interrupt is _kill_worker_0:
+        return
+    # Requeue (SIGTERM from Slurm) and SIGUSR2 (submitit's checkpoint): the worker saved the
+    # trial and said why; the task went back to the queue once and then finished.
+    assert original.user_attrs["fail_reason"].startswith("preempted (Preempted: stop requested")
+    runs_of_0 = subprocess.run(["sacct", "-j", f"{job}_0", "-X", "-D", "-n", "-P", "-o",
+                                "State"], capture_output=True, text=True, check=True)
+    states = runs_of_0.stdout.split()
+    assert states[0] == "REQUEUED" and states[-1] == "COMPLETED", states
+    if interrupt is _usr2_to_task_0:
+        logs = all_text_under(runs / experiment / "slurm")
+        assert "Caught signal SIGUSR2" in logs  # submitit's handler: checkpoint + requeue
+        assert "got SIGUSR2: checkpointing and exiting with 75 (requeue me)" in logs
 
 
 @pytest.mark.slurm
