@@ -4,6 +4,10 @@ Contract: a malformed input ends in the project's own error (DataError / ConfigE
 line, exit 2) or loads — never another exception, and a failed data load leaves no partly
 written (or any new) splits file behind. Examples are bounded so the file runs in well
 under a minute; the data cases start from a 25-post slice of data/sample.
+
+The hypothesis cases call the loaders in-process; the CLI cases at the end run `launch hpo`
+(bad profile, stage plan or CSV) and `launch data validate/split` as subprocesses: exit 2,
+one line on stderr, no traceback, and no file created (no runs/optuna.db, no splits file).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from psy_agents.data.load import ANNOTATIONS_FILE, POSTS_FILE
 from psy_agents.data.prepare import prepare_data
 from psy_agents.errors import ConfigError, DataError
 from psy_agents.hpo.stages import load_plan
-from tests.reliability.helpers import REPO
+from tests.reliability.helpers import REPO, run_launch
 
 SAMPLE = REPO / "data" / "sample"
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
@@ -205,3 +209,81 @@ def test_stage_plan_edge_cases_are_config_errors(tmp_path, text):
     path.write_text(text)
     with pytest.raises(ConfigError):
         load_plan("x", path)
+
+
+# --- through the CLI ------------------------------------------------------------------
+
+HPO = ["hpo", "--agent", "criteria", "--stage", "s1", "--trials", "1", "--epochs", "1"]
+
+
+def _files(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+
+
+def _one_line_exit_2(args: list[str], cwd: Path) -> str:
+    """Run `launch ARGS` (default SQLite storage, so a created study would be a file here);
+    check exit 2, one line, no traceback and no new file; return the line."""
+    before = _files(cwd)
+    out = run_launch(args, cwd=cwd, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "Traceback" not in out.stdout + out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert _files(cwd) == before  # no runs/optuna.db, no splits file, no temp file
+    return lines[0]
+
+
+PROFILE, PLAN = "--backend-profile", "--stages-file"
+
+
+@pytest.mark.parametrize(("flag", "text", "expected"), [
+    pytest.param(PROFILE, b"max_restarts = \n", "invalid TOML", id="profile-syntax"),
+    pytest.param(PROFILE, b"max_restart = 3\n", "unknown key 'max_restart' — valid keys are",
+                 id="profile-unknown-key"),
+    pytest.param(PROFILE, b"max_restarts = 'three'\n", "the value of 'max_restarts' is 'three'",
+                 id="profile-wrong-type"),
+    pytest.param(PROFILE, b"max_restarts = -1\n", "the value of `max_restarts` is -1",
+                 id="profile-out-of-range"),
+    pytest.param(PROFILE, b"\xff\xfe\x00\x01", "cannot read", id="profile-binary"),
+    pytest.param(PLAN, b"[plans\n", "invalid TOML", id="plan-syntax"),
+    pytest.param(PLAN, b"[stages.s1]\ntrials = 0\n", "The value of `trials` is 0",
+                 id="plan-out-of-range"),
+    pytest.param(PLAN, b"[stages.s1]\nepochs = 'x'\n", "the value of 'epochs' is 'x'",
+                 id="plan-wrong-type"),
+    pytest.param(PLAN, b"[stages.s1]\nbogus = 1\n", "unknown key 'bogus'",
+                 id="plan-unknown-key"),
+    pytest.param(PLAN, b"[plans]\nmulti = ['s1', 2]\n", "no [stages.s1] table",
+                 id="plan-missing-stage"),
+    pytest.param(PLAN, b"\xff\xfe\x00\x01", "cannot read", id="plan-binary"),
+])
+def test_launch_hpo_with_a_malformed_profile_or_stage_plan(tmp_path, flag, text, expected):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(text)
+    line = _one_line_exit_2([*HPO, "--objective", "simulated", flag, str(bad)], tmp_path)
+    assert expected in line, line
+    assert "bad.toml" in line or "max_restarts" in line  # names the file or the key
+
+
+def _damaged(how: str) -> tuple[bytes, bytes]:
+    posts, anns = POSTS.encode(), ANNOTATIONS.encode()
+    if how == "not-utf8":
+        return b"post_id,text\n\xff\xfe,x\n", anns
+    if how == "missing-column":
+        return posts, ANNOTATIONS.replace("DSM5_symptom", "symptom", 1).encode()
+    if how == "truncated-in-a-quote":
+        return posts, anns[: len(anns) // 3]
+    return b"", anns  # empty
+
+
+@pytest.mark.parametrize("how", ["not-utf8", "missing-column", "truncated-in-a-quote", "empty"])
+@pytest.mark.parametrize("command", [["data", "validate"], ["data", "split"], HPO],
+                         ids=["validate", "split", "hpo"])
+def test_malformed_csv_through_the_cli(tmp_path, command, how):
+    data = tmp_path / "data"
+    data.mkdir()
+    posts, anns = _damaged(how)
+    (data / POSTS_FILE).write_bytes(posts)
+    (data / ANNOTATIONS_FILE).write_bytes(anns)
+    line = _one_line_exit_2([*command, "--data-dir", str(data)], tmp_path)
+    assert str(data / (POSTS_FILE if how in ("not-utf8", "empty") else ANNOTATIONS_FILE)) in line
+    assert " — " in line  # ... and what to do about it
