@@ -3,6 +3,8 @@
 The 64 workers run on the private PostgreSQL (max_connections 200, see conftest) so that the
 shared server keeps serving other tests; the test records the peak number of connections the
 workers held, which must stay within 2 per worker (pool of 2: main thread + heartbeat).
+`launch doctor` also runs against real databases stamped with an older Optuna schema and
+whose clock runs ahead of this host.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from psy_agents.hpo.doctor import (
     check_schema,
     check_skew,
     connections_per_worker,
+    optuna_head,
 )
 from psy_agents.hpo.spec import CampaignOverrides, create_campaign, load_spec
 from psy_agents.hpo.stages import StageConfig
@@ -112,3 +115,52 @@ def test_doctor_cli_on_a_real_server_and_a_closed_port(pg_url, tmp_path):
     assert out.stdout.startswith("fail reach: cannot connect to postgresql+psycopg2://postgres:"
                                  "***@127.0.0.1:")
     assert os.listdir(tmp_path) == []  # the doctor creates nothing
+
+
+def _sql(url: str, *statements: str) -> None:
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sqlalchemy.text(statement))
+    engine.dispose()
+
+
+def _doctor(url: str, cwd) -> tuple[int, dict[str, str]]:
+    out = run_launch(["doctor", "--storage", url, "--workers", "2"], cwd=cwd)
+    assert out.stderr == "" and "Traceback" not in out.stdout
+    lines = {line.split()[1].rstrip(":"): line for line in out.stdout.splitlines()}
+    assert list(lines) == ["reach", "schema", "connections", "clock"], out.stdout
+    return out.returncode, lines
+
+
+def test_doctor_cli_on_an_old_schema_and_a_skewed_database_clock(pg_url, tmp_path):
+    open_storage(pg_url, create_schema=True)
+    head = optuna_head()
+    _sql(pg_url, "UPDATE alembic_version SET version_num = 'v3.0.0.d'")  # an older Optuna's
+    code, lines = _doctor(pg_url, tmp_path)
+    assert code == 2
+    assert lines["schema"] == (f"fail schema: database has Optuna schema v3.0.0.d, installed "
+                               f"Optuna expects {head} — run `optuna storage upgrade --storage "
+                               "URL`, or install the Optuna version that created it")
+    assert lines["clock"].startswith("ok   clock:")
+
+    # The database's clock runs ahead of this host: a clock_timestamp() that shadows the
+    # built-in one (search_path puts its schema before pg_catalog) for this database only.
+    db = pg_url.rsplit("/", 1)[1]
+    _sql(pg_url, f"UPDATE alembic_version SET version_num = '{head}'",
+         "CREATE SCHEMA skew", "CREATE TABLE skew.ahead (s int)",
+         "INSERT INTO skew.ahead VALUES (45)",
+         "CREATE FUNCTION skew.clock_timestamp() RETURNS timestamptz LANGUAGE sql AS "
+         "$$ SELECT pg_catalog.clock_timestamp() + make_interval(secs => "
+         "(SELECT s FROM skew.ahead)) $$",
+         f'ALTER DATABASE "{db}" SET search_path = public, skew, pg_catalog')
+    code, lines = _doctor(pg_url, tmp_path)
+    assert code == 2 and lines["schema"] == f"ok   schema: Optuna schema {head}"
+    assert lines["clock"].startswith("fail clock: database clock +4") and lines["clock"].endswith(
+        "s from this host — sync the clocks (NTP/chrony) on this host and the database server")
+    _sql(pg_url, "UPDATE skew.ahead SET s = 6")  # a few seconds: a warning, not a failure
+    code, lines = _doctor(pg_url, tmp_path)
+    assert code == 0 and lines["clock"].startswith("warn clock: database clock +")
+    assert "enable NTP/chrony" in lines["clock"]
