@@ -1,9 +1,10 @@
 """The storage password never lands anywhere: files, logs, CLI output, MLflow, dry runs.
 
-A small real campaign (simulated objective, 2 local workers, stages s0 -> s1) runs against a
-password-bearing Postgres URL (trust auth ignores the password, so the URL connects), with
-MLflow tracking into a SQLite store; then every read-side command runs on the same URL.
-Every byte that was produced is searched for the password.
+A small real campaign (simulated objective, 2 local workers, the whole chain s0 -> s1 ->
+s2 -> refit with 2 seeds) runs against a password-bearing Postgres URL (trust auth ignores
+the password, so the URL connects), with MLflow tracking into a SQLite store; then every
+read-side command runs on the same URL, for s1 and s2. Every byte that was produced —
+the refit's outputs included — is searched for the password.
 """
 
 from __future__ import annotations
@@ -49,21 +50,30 @@ def test_password_appears_in_no_output_file_log_or_tracking_record(pg_url, tmp_p
         outputs.append(out.stdout + out.stderr)
         assert out.returncode == 0, out.stderr
 
-    launch("hpo", "--agent", "criteria", "--stages", "s0,s1", "--objective", "simulated",
-           "--trials", "4", "--epochs", "2", "--workers", "2", "--experiment", "sec")
+    launch("hpo", "--agent", "criteria", "--stages", "s0,s1,s2,refit", "--objective",
+           "simulated", "--trials", "4", "--epochs", "2", "--seeds", "2", "--workers", "2",
+           "--experiment", "sec")
     launch("status", "--experiment", "sec")
-    launch("best", "--study", "sec.criteria.s1")
-    launch("export", "--study", "sec.criteria.s1", "--out", str(tmp_path / "export"))
-    launch("report", "--study", "sec.criteria.s1", "--out", str(tmp_path / "report.html"))
+    for stage in ("s1", "s2"):
+        launch("best", "--study", f"sec.criteria.{stage}")
+        launch("export", "--study", f"sec.criteria.{stage}", "--out",
+               str(tmp_path / f"export-{stage}"))
+        launch("report", "--study", f"sec.criteria.{stage}", "--out",
+               str(tmp_path / f"report-{stage}.html"))
     for backend in ("slurm", "k8s"):
         launch("hpo", "--agent", "criteria", "--workers", "2", "--backend", backend,
                "--experiment", "sec", "--storage", url, "--dry-run")
     assert "postgres:***@" in outputs[0]  # the URL was shown, masked
-    assert (tmp_path / "export").is_dir() and (tmp_path / "report.html").is_file()
+    for stage in ("s1", "s2"):
+        assert (tmp_path / f"export-{stage}").is_dir()
+        assert (tmp_path / f"report-{stage}.html").is_file()
+    refit = tmp_path / "runs" / "sec" / "refit" / "criteria"
+    assert {"metrics.json", "config.json"} <= {p.name for p in refit.iterdir()}
     produced = all_text_under(tmp_path)
-    assert "sec.criteria.s1" in produced  # the search looked at real output
+    for name in ("sec.criteria.s1", "sec.criteria.s2", "sec.criteria.refit"):
+        assert name in produced  # the search looked at every stage's real output
     tracked = _mlflow_text(tracking)
-    assert "sec.criteria.s1" in tracked
+    assert "sec.criteria.s2" in tracked  # (the refit logs no MLflow run: files only)
     for where, text in [("CLI output", "\n".join(outputs)), ("files", produced),
                         ("MLflow", tracked)]:
         assert PASSWORD not in text, f"password found in {where}"
