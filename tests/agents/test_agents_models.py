@@ -111,7 +111,8 @@ def test_span_context_adds_a_bigru_before_the_span_head(agent, hand_tiny):
     width = TINY_SHAPE["hidden_size"]
     gru = _shapes(agent, hand_tiny, span_context="gru", head_hidden=32)
     plain = _shapes(agent, hand_tiny, span_context="none", head_hidden=32)
-    assert gru["span_context.rnn.weight_ih_l0"] == (3 * (width // 2), width)
+    for direction in ("fwd", "bwd"):
+        assert gru[f"span_context.{direction}.weight_ih_l0"] == (3 * (width // 2), width)
     assert gru["span_head.0.weight"] == (32, 2 * width)
     assert plain["span_head.0.weight"] == (32, width)
     assert not any(k.startswith("span_context") for k in plain)
@@ -169,8 +170,9 @@ def test_span_branch_on_the_loss_rows_only_gives_the_same_loss_and_gradients(age
 
 @pytest.mark.parametrize("agent", ["evidence", "joint"])
 def test_a_windows_span_logits_do_not_depend_on_the_batch_padding(agent, hand_tiny):
-    """The BiGRU runs packed: a window scored alone or beside a longer one (more padding)
-    gets the same start/end logits. (Unpacked, the backward direction read the padding.)"""
+    """A window scored alone or beside a longer one (more padding) gets the same start/end
+    logits: the BiGRU's backward direction starts at the window's own last token. (Run
+    over the padded batch, it read the padding first.)"""
     torch.manual_seed(0)
     ids = torch.randint(5, 60, (2, 14))
     attn = torch.tensor([[1] * 14, [1] * 6 + [0] * 8])

@@ -51,22 +51,27 @@ class SpanContext(nn.Module):
     (a criterion word several tokens away), which a small encoder trained from scratch
     does not learn in a few epochs: on data/sample it took the tiny evidence agent's val
     span F1 from ~0.63 to ~0.88.
+
+    The backward GRU reads each window reversed within its own length, so it starts at the
+    window's last real token and no state depends on the batch's padding. (A packed
+    sequence does the same but made a CPU epoch ~35 % slower.)
     """
 
     def __init__(self, hidden: int):
         super().__init__()
-        self.rnn = nn.GRU(hidden, hidden // 2, batch_first=True, bidirectional=True)
+        self.fwd = nn.GRU(hidden, hidden // 2, batch_first=True)
+        self.bwd = nn.GRU(hidden, hidden // 2, batch_first=True)
 
     def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # Packed, so the backward direction starts at each window's last real token: the
-        # states never depend on how much padding the batch happens to have.
-        lengths = mask.sum(1).cpu()
-        packed = nn.utils.rnn.pack_padded_sequence(states.float(), lengths, batch_first=True,
-                                                   enforce_sorted=False)
-        ctx, _ = self.rnn(packed)
-        ctx, _ = nn.utils.rnn.pad_packed_sequence(ctx, batch_first=True,
-                                                  total_length=states.shape[1])
-        return torch.cat([states, ctx.to(states.dtype)], dim=-1)
+        x = states.float()
+        lengths = mask.sum(1, keepdim=True)
+        t = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
+        # position t <-> length-1-t inside each window, padding in place (its own inverse)
+        rev = torch.where(t < lengths, lengths - 1 - t, t).unsqueeze(-1)
+        ahead, _ = self.fwd(x)
+        back, _ = self.bwd(x.gather(1, rev.expand_as(x)))
+        back = back.gather(1, rev.expand_as(back))
+        return torch.cat([states, ahead.to(states.dtype), back.to(states.dtype)], dim=-1)
 
 
 def _encode(encoder: nn.Module, batch: dict[str, torch.Tensor],
