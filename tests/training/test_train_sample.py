@@ -46,7 +46,8 @@ def test_trivial_baselines_are_zero(sample_data):
 @pytest.mark.slow
 def test_criteria_learns_on_the_sample(sample_data):
     """Measured: val macro-F1 0.837 after epoch 1, 0.879 after epoch 2 (macro AUROC 0.991);
-    baseline 0 / 0.5. 2 epochs, ~40-65 s."""
+    baseline 0 / 0.5. 2 epochs, 40-70 s (the first test also builds the tiny model and the
+    windows)."""
     res = _train("criteria", 2, sample_data, lr=1e-3)
     assert res.best_value >= 0.8, res.metrics
     assert res.metrics["macro_auroc"] >= 0.95
@@ -55,8 +56,8 @@ def test_criteria_learns_on_the_sample(sample_data):
 
 @pytest.mark.slow
 def test_evidence_learns_on_the_sample(sample_data):
-    """Measured: val span F1 0.52 / 0.72 / 0.91 after epochs 1-3 (exact match 0.86, no-answer
-    accuracy 0.96); baseline 0. 3 epochs, ~35 s."""
+    """Measured: val span F1 0.48 / 0.79 / 0.93 after epochs 1-3 (no-answer accuracy 0.96);
+    baseline 0. 3 epochs, 25-45 s."""
     res = _train("evidence", 3, sample_data, lr=2e-3, pooling="max")
     assert res.best_value >= 0.8, res.metrics
     assert res.metrics["no_answer_acc"] >= 0.8
@@ -65,18 +66,21 @@ def test_evidence_learns_on_the_sample(sample_data):
 
 @pytest.mark.slow
 def test_share_learns_on_the_sample(sample_data):
-    """One encoder, both heads. Measured after 3 epochs: macro-F1 0.90, span F1 0.90
-    (objective 0.90; baseline 0). ~35 s an epoch: every window trains both heads."""
-    res = _train("share", 3, sample_data, lr=2e-3, pooling="max")
+    """One encoder, both heads. Measured after 2 epochs: macro-F1 0.856 (AUROC 0.991), span
+    F1 0.924 (objective 0.89; baseline 0). The span branch runs on the span-loss windows
+    only (about a quarter of them). 2 epochs, 100 s on the 2-core box (an epoch trains
+    every window for the cls head, as criteria does)."""
+    res = _train("share", 2, sample_data, lr=2e-3, pooling="max")
     assert res.metrics["symptom_macro_f1"] >= 0.75, res.metrics
-    assert res.metrics["span_f1"] >= 0.75, res.metrics
+    assert res.metrics["span_f1"] >= 0.8, res.metrics
 
 
 @pytest.mark.slow
 def test_joint_learns_on_the_sample(sample_data):
     """Two encoders, the criteria vector fused into the evidence states. Measured after 2
-    epochs: macro-F1 0.79, span F1 0.94 (objective 0.86; baseline 0); ~50 s an epoch.
-    (With max pooling at lr 2e-3 its criteria head stayed at F1 0 for 2 epochs.)"""
+    epochs: macro-F1 0.78 (AUROC 0.98), span F1 0.94 (objective 0.86; baseline 0); 130 s
+    on the 2-core box. (With max pooling at lr 2e-3 its criteria head stayed at F1 0 for
+    2 epochs.)"""
     res = _train("joint", 2, sample_data, lr=1e-3)
     assert res.metrics["symptom_macro_f1"] >= 0.65, res.metrics
     assert res.metrics["span_f1"] >= 0.8, res.metrics
