@@ -6,7 +6,8 @@ computed on the same val pairs: predicting every symptom absent gives macro-F1 0
 0.5; answering "no answer" everywhere gives span F1 0.
 
 Measured on the 2-core CPU box, torch on 1 thread, seed 0, the settings below (figures per
-test). What makes a from-scratch encoder learn this in a few epochs: the criterion-match
+test). No dropout: in these few epochs it only slowed learning, and its random masks were
+~14 % of a CPU step. What makes a from-scratch encoder learn this in a few epochs: the criterion-match
 input embedding, the any-gold span loss and the BiGRU span context (see agents/models.py);
 without them criteria stalled at macro-F1 ~0.3 and evidence at span F1 ~0.63.
 """
@@ -19,7 +20,7 @@ from psy_agents.training.config import TrainConfig
 from psy_agents.training.metrics import span_metrics, symptom_metrics
 from psy_agents.training.run import run_training
 
-SETTINGS = {"max_length": 256, "stride": 64, "batch_size": 16, "warmup_ratio": 0.05}
+SETTINGS = {"max_length": 256, "stride": 64, "batch_size": 16, "warmup_ratio": 0.05, "dropout": 0.0}
 
 
 def trivial_baselines(pairs) -> dict[str, float]:
@@ -45,19 +46,26 @@ def test_trivial_baselines_are_zero(sample_data):
 
 @pytest.mark.slow
 def test_criteria_learns_on_the_sample(sample_data):
-    """Measured: val macro-F1 0.837 after epoch 1, 0.879 after epoch 2 (macro AUROC 0.991);
-    baseline 0 / 0.5. 2 epochs, 40-70 s (the first test also builds the tiny model and the
-    windows)."""
-    res = _train("criteria", 2, sample_data, lr=1e-3)
+    """Measured: val macro-F1 0.910 after 1 epoch (macro AUROC 0.977); baseline 0 / 0.5.
+    ~30 s, plus building the tiny model and the windows when it runs first. (A second
+    epoch without dropout overfits: 0.817.)"""
+    import math
+
+    res = _train("criteria", 1, sample_data, lr=1e-3)
     assert res.best_value >= 0.8, res.metrics
     assert res.metrics["macro_auroc"] >= 0.95
-    assert res.history[-1].train_loss < res.history[0].train_loss / 2
+    # well below a constant predictor's loss (the entropy of the positive-pair rate),
+    # averaged over the whole first epoch
+    train = sample_data.split("train")
+    rate = sum(p.label for p in train) / len(train)
+    prior = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
+    assert res.history[0].train_loss < prior * 0.8, (res.history[0].train_loss, prior)
 
 
 @pytest.mark.slow
 def test_evidence_learns_on_the_sample(sample_data):
-    """Measured: val span F1 0.48 / 0.79 / 0.93 after epochs 1-3 (no-answer accuracy 0.96);
-    baseline 0. 3 epochs, 25-45 s."""
+    """Measured: val span F1 0.59 / 0.79 / 0.90 after epochs 1-3 (no-answer accuracy 0.99);
+    baseline 0. 3 epochs, ~40 s."""
     res = _train("evidence", 3, sample_data, lr=2e-3, pooling="max")
     assert res.best_value >= 0.8, res.metrics
     assert res.metrics["no_answer_acc"] >= 0.8
@@ -66,10 +74,11 @@ def test_evidence_learns_on_the_sample(sample_data):
 
 @pytest.mark.slow
 def test_share_learns_on_the_sample(sample_data):
-    """One encoder, both heads. Measured after 2 epochs: macro-F1 0.856 (AUROC 0.991), span
-    F1 0.924 (objective 0.89; baseline 0). The span branch runs on the span-loss windows
-    only (about a quarter of them). 2 epochs, 100 s on the 2-core box (an epoch trains
-    every window for the cls head, as criteria does)."""
+    """One encoder, both heads. Measured after 2 epochs: macro-F1 0.892 (AUROC 0.99), span
+    F1 0.931 (objective 0.91; baseline 0). The span branch runs on the span-loss windows
+    only (about a quarter of them). 70-95 s on the 2-core box: an epoch trains every window
+    for the cls head, as criteria does, and one epoch is not enough (cls F1 0 with a
+    1-epoch schedule)."""
     res = _train("share", 2, sample_data, lr=2e-3, pooling="max")
     assert res.metrics["symptom_macro_f1"] >= 0.75, res.metrics
     assert res.metrics["span_f1"] >= 0.8, res.metrics
@@ -78,9 +87,9 @@ def test_share_learns_on_the_sample(sample_data):
 @pytest.mark.slow
 def test_joint_learns_on_the_sample(sample_data):
     """Two encoders, the criteria vector fused into the evidence states. Measured after 2
-    epochs: macro-F1 0.78 (AUROC 0.98), span F1 0.94 (objective 0.86; baseline 0); 130 s
-    on the 2-core box. (With max pooling at lr 2e-3 its criteria head stayed at F1 0 for
-    2 epochs.)"""
+    epochs: macro-F1 0.834 (AUROC 0.98), span F1 0.954 (objective 0.89; baseline 0);
+    80-100 s on the 2-core box. (With max pooling at lr 2e-3 its criteria head stayed at
+    F1 0 for 2 epochs.)"""
     res = _train("joint", 2, sample_data, lr=1e-3)
     assert res.metrics["symptom_macro_f1"] >= 0.65, res.metrics
     assert res.metrics["span_f1"] >= 0.8, res.metrics
