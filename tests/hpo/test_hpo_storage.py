@@ -35,11 +35,12 @@ def test_scrub_removes_password_from_any_text():
 def test_resolve_url_order_and_sqlite_dir(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert st.resolve_url(None, {}) == "sqlite:///runs/optuna.db"
-    assert (tmp_path / "runs").is_dir()
     assert st.resolve_url(None, {"PSY_STORAGE": "postgresql://h/x"}) == "postgresql://h/x"
     assert st.resolve_url("sqlite:///a/b.db", {"PSY_STORAGE": "postgresql://h/x"}) == \
         "sqlite:///a/b.db"
-    assert (tmp_path / "a").is_dir()
+    assert list(tmp_path.iterdir()) == []  # resolving creates nothing; open_storage does
+    st.open_storage("sqlite:///a/b.db", create_schema=True)
+    assert (tmp_path / "a" / "b.db").is_file()
 
 
 def test_engine_kwargs_postgres_has_pre_ping_pool_keepalives():

@@ -217,12 +217,13 @@ HPO = ["hpo", "--agent", "criteria", "--stage", "s1", "--trials", "1", "--epochs
 
 
 def _files(path: Path) -> list[str]:
-    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.is_file())
+    """Every file and folder under ``path`` (an empty ``runs/`` counts as written)."""
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
 
 
 def _one_line_exit_2(args: list[str], cwd: Path) -> str:
     """Run `launch ARGS` (default SQLite storage, so a created study would be a file here);
-    check exit 2, one line, no traceback and no new file; return the line."""
+    check exit 2, one line, no traceback and no new file or folder; return the line."""
     before = _files(cwd)
     out = run_launch(args, cwd=cwd, timeout=120)
     assert out.returncode == 2, out.stdout + out.stderr

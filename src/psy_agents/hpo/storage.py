@@ -96,14 +96,11 @@ class StorageSettings:
 def resolve_url(flag: str | None, env: Mapping[str, str] | None = None) -> str:
     """The storage URL: flag > env PSY_STORAGE > embedded SQLite default.
 
-    Creates the parent directory of a SQLite file (``runs/`` for the default).
+    Creates nothing: a SQLite file's folder is made when the schema is (``open_storage``),
+    so a command that fails before that leaves no empty ``runs/`` behind.
     """
     env = os.environ if env is None else env
-    url = flag or env.get(ENV_URL) or DEFAULT_URL
-    path = sqlite_path(url)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return url
+    return flag or env.get(ENV_URL) or DEFAULT_URL
 
 
 def sqlite_path(url: str) -> Path | None:
