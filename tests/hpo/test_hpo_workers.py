@@ -252,3 +252,33 @@ def test_worker_rides_out_dropped_database_connections(pg_url, tmp_path):
     assert _wait([proc]) == [0], _logs(tmp_path)
     trials = _trials(pg_url, "t.criteria.s1")
     assert _finished(trials) >= 6 and {t.state for t in trials} <= FINAL
+
+
+def test_a_duplicate_retry_ends_unrun_and_the_first_retry_runs(tmp_path):
+    """Two retries of one FAIL (what a Postgres restart inside the retry lock can queue; here
+    queued with Optuna's own callback, no lock): the worker runs the first and fails the
+    second at once with ``duplicate_of``, so two attempts never share a checkpoint."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from psy_agents.hpo.worker import stage_space
+
+    url = f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}"
+    stage = StageConfig(name="s1", trials=2, epochs=2, patience=2)
+    camp = _campaign(url, tmp_path / "runs", (stage,), workers=1)
+    storage = open_storage(url)
+    study, spec = load_spec(storage, "t.criteria.s1")
+    planted = study.ask()
+    spaces.suggest(planted, stage_space(storage, study, spec))
+    planted.set_user_attr("fail_reason", "planted")
+    study.tell(planted, state=TrialState.FAIL)
+    for _ in range(2):
+        RetryHeartbeatStaleTrialCallback(max_retry=3)(study, study.trials[planted.number])
+    assert _wait([_start(camp.study_names, 0, tmp_path)]) == [0], _logs(tmp_path)
+    trials = _trials(url, "t.criteria.s1")
+    first, second = trials[1], trials[2]
+    assert first.state == TrialState.COMPLETE and first.params == planted.params
+    assert first.intermediate_values and "duplicate_of" not in first.user_attrs
+    assert second.state == TrialState.FAIL and not second.intermediate_values
+    assert second.user_attrs["duplicate_of"] == first.number
+    assert second.user_attrs["fail_reason"].startswith(f"duplicate retry of #{planted.number}:")
+    assert _finished(trials) == 2  # the duplicate takes no budget

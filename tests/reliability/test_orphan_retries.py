@@ -109,3 +109,22 @@ def test_racing_workers_queue_the_retry_once(url):
     results = sorted(out.get(timeout=5) for _ in procs)
     assert results == [[], [], [], [number]]
     assert len(_study(url).get_trials(states=(TrialState.WAITING,))) == 1
+
+
+def test_a_second_retry_of_one_trial_is_known_as_a_duplicate(url):
+    """What a Postgres restart inside the retry lock can leave: two retries of one FAIL
+    (queued here with Optuna's own callback, no lock). The earlier one runs; the objective
+    ends the later one unrun, as FAIL with ``duplicate_of`` (hpo/objective.py)."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from psy_agents.hpo.storage import duplicate_of
+
+    number = _orphan(url)
+    study = _study(url)
+    failed = study.trials[number]
+    for _ in range(2):
+        RetryHeartbeatStaleTrialCallback(max_retry=3)(study, failed)
+    first, second = study.get_trials(states=(TrialState.WAITING,))
+    assert duplicate_of(study, first) is None
+    assert duplicate_of(study, second) == first.number
+    assert duplicate_of(study, failed) is None and duplicate_of(study, study.trials[0]) is None

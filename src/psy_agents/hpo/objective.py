@@ -24,7 +24,7 @@ from typing import Any
 from psy_agents.errors import DataError, StorageError
 from psy_agents.hpo import spaces
 from psy_agents.hpo.spec import StudySpec
-from psy_agents.hpo.storage import is_transient, with_retry
+from psy_agents.hpo.storage import duplicate_of, is_transient, with_retry
 
 _log = logging.getLogger(__name__)
 
@@ -37,12 +37,16 @@ class TrialFailed(Exception):
     """The trial failed for a reason recorded in its user attrs; the worker goes on."""
 
 
-def original_number(trial) -> int:
+def frozen_copy(trial):
+    """A live Trial has no system_attrs accessor of its own; read the frozen copy."""
+    return trial.study._storage.get_trial(trial._trial_id)
+
+
+def original_number(trial, frozen=None) -> int:
     """The number of the first trial in this trial's retry chain (itself if not a retry)."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    # A live Trial has no system_attrs accessor of its own; read the frozen copy.
-    frozen = trial.study._storage.get_trial(trial._trial_id)
+    frozen = frozen or frozen_copy(trial)
     retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     return trial.number if retried is None else retried
 
@@ -77,10 +81,20 @@ class Objective:
         import optuna
 
         self.current_trial = trial.number
+        frozen = frozen_copy(trial)
+        original = original_number(trial, frozen)
+        twin = duplicate_of(trial.study, frozen)
+        if twin is not None:  # a second retry of one failed trial: #twin runs it
+            reason = (f"duplicate retry of #{frozen.system_attrs['failed_trial']}: #{twin} "
+                      "already retries it (queued twice across a database restart); not run")
+            for key, value in (("original_trial", original), ("duplicate_of", twin),
+                               ("fail_reason", reason)):
+                _set_attr(trial, key, value)
+            self.current_trial = None
+            raise TrialFailed(reason)
         params = spaces.suggest(trial, self.space)
         if self.tracker is not None:
             self.tracker.start_trial(trial.number, params)
-        original = original_number(trial)
         for key, value in (("worker_index", self.worker_index), ("pid", os.getpid()),
                            ("original_trial", original)):
             _set_attr(trial, key, value)

@@ -237,6 +237,23 @@ def retried_numbers(study) -> set[int]:
             for n in t.system_attrs.get("retry_history", ())}
 
 
+def duplicate_of(study, trial) -> int | None:
+    """The earlier retry of the same failed trial, when ``trial`` (a frozen trial) is a
+    second one; else None.
+
+    The retry lock makes queueing exactly-once while the database stays up, but a Postgres
+    restart drops the advisory lock with its connection: a worker inside the lock and one
+    that takes it after the restart can then both queue a retry (seen once in the chaos
+    run). The later one must not run: both would train from, and write, one checkpoint.
+    """
+    failed = trial.system_attrs.get("failed_trial")
+    if failed is None:
+        return None
+    return min((t.number for t in study.get_trials(deepcopy=False)
+                if t.number < trial.number and t.system_attrs.get("failed_trial") == failed),
+               default=None)
+
+
 _RETRY_LOCK_KEY = 0x5053_5952  # "PSYR": advisory lock class for queueing retries
 
 
