@@ -144,7 +144,7 @@ class AgentModel(nn.Module):
                      pooled: torch.Tensor) -> dict[str, torch.Tensor]:
         """Start/end logits ``(B, T)``. Only the rows of ``batch["span_mask"]`` (the windows
         the span loss counts in training) go through the span branch; the others get 0.
-        With a cls head that is about a third of the windows, and the branch is the costly
+        With a cls head that is about a quarter of the windows, and the branch is the costly
         part (the joint agent's second encoder, the GRU): the loss and its gradients are
         the same as computing every row."""
         mask = batch["attention_mask"]

@@ -187,7 +187,6 @@ def parse_fixed(items: tuple[str, ...]) -> dict[str, Any]:
     return checked_fields(TrainConfig, out, source="--fix")
 
 
-
 @click.command("hpo")
 @click.option("--agent", required=True, type=click.Choice([*AGENTS, "all"]),
               help="Agent to tune; `all` gives the four agents' chains one worker pool.")
