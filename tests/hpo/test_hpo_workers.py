@@ -282,3 +282,5 @@ def test_a_duplicate_retry_ends_unrun_and_the_first_retry_runs(tmp_path):
     assert second.user_attrs["duplicate_of"] == first.number
     assert second.user_attrs["fail_reason"].startswith(f"duplicate retry of #{planted.number}:")
     assert _finished(trials) == 2  # the duplicate takes no budget
+    logs = _logs(tmp_path)  # a verdict, logged in one line: no traceback
+    assert f"#{second.number} FAIL" in logs and "Traceback" not in logs, logs

@@ -128,3 +128,11 @@ def test_a_second_retry_of_one_trial_is_known_as_a_duplicate(url):
     assert duplicate_of(study, first) is None
     assert duplicate_of(study, second) == first.number
     assert duplicate_of(study, failed) is None and duplicate_of(study, study.trials[0]) is None
+    # the first retry dies too: its own retry is the chain's next step, not a duplicate
+    # (every retry in a chain shares Optuna's ``failed_trial``, the chain's first trial)
+    study._storage.set_trial_state_values(first._trial_id, state=TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback(max_retry=3)(study, study.trials[first.number])
+    third = study.trials[-1]
+    assert third.system_attrs["retry_history"] == [number, first.number]
+    assert third.system_attrs["failed_trial"] == second.system_attrs["failed_trial"]
+    assert duplicate_of(study, third) is None

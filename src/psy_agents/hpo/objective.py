@@ -85,7 +85,7 @@ class Objective:
         original = original_number(trial, frozen)
         twin = duplicate_of(trial.study, frozen)
         if twin is not None:  # a second retry of one failed trial: #twin runs it
-            reason = (f"duplicate retry of #{frozen.system_attrs['failed_trial']}: #{twin} "
+            reason = (f"duplicate retry of #{frozen.system_attrs['retry_history'][-1]}: #{twin} "
                       "already retries it (queued twice across a database restart); not run")
             for key, value in (("original_trial", original), ("duplicate_of", twin),
                                ("fail_reason", reason)):

@@ -155,6 +155,21 @@ def quiet_optuna() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for handler in logging.getLogger("optuna").handlers:
+        if not any(isinstance(f, _TrialFailedInOneLine) for f in handler.filters):
+            handler.addFilter(_TrialFailedInOneLine())
+
+
+class _TrialFailedInOneLine(logging.Filter):
+    """Optuna logs a failed trial's exception with its traceback. A ``TrialFailed`` is a
+    verdict whose reason is in the trial's ``fail_reason`` and the worker's own line, so
+    its record keeps the one-line message and drops the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ == "TrialFailed":
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 def open_storage(url: str, settings: StorageSettings | None = None, *,
@@ -246,11 +261,13 @@ def duplicate_of(study, trial) -> int | None:
     that takes it after the restart can then both queue a retry (seen once in the chaos
     run). The later one must not run: both would train from, and write, one checkpoint.
     """
-    failed = trial.system_attrs.get("failed_trial")
-    if failed is None:
+    # ``retry_history`` is the chain so far, its last entry the trial this one retries
+    # (``failed_trial`` is the chain's first trial, shared by every retry in the chain)
+    history = trial.system_attrs.get("retry_history")
+    if not history:
         return None
     return min((t.number for t in study.get_trials(deepcopy=False)
-                if t.number < trial.number and t.system_attrs.get("failed_trial") == failed),
+                if t.number < trial.number and t.system_attrs.get("retry_history") == history),
                default=None)
 
 
