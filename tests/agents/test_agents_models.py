@@ -111,11 +111,39 @@ def test_span_context_adds_a_bigru_before_the_span_head(agent, hand_tiny):
     width = TINY_SHAPE["hidden_size"]
     gru = _shapes(agent, hand_tiny, span_context="gru", head_hidden=32)
     plain = _shapes(agent, hand_tiny, span_context="none", head_hidden=32)
-    for direction in ("fwd", "bwd"):
-        assert gru[f"span_context.{direction}.weight_ih_l0"] == (3 * (width // 2), width)
+    for direction in ("", "_reverse"):
+        assert gru[f"span_context.gru.weight_ih_l0{direction}"] == (3 * (width // 2), width)
     assert gru["span_head.0.weight"] == (32, 2 * width)
     assert plain["span_head.0.weight"] == (32, width)
     assert not any(k.startswith("span_context") for k in plain)
+
+
+def test_the_span_context_sees_its_halo_and_nothing_beyond_its_chunk():
+    """The BiGRU reads chunks of 4 tokens with 2 tokens of halo (tiny here, 32 and 16 in
+    the models): an input change reaches every token within the halo of it, both ways, and
+    none beyond the chunk + halo reach; padding past the window's length is never read."""
+    from psy_agents.agents.models import SpanContext
+
+    torch.manual_seed(0)
+    ctx = SpanContext(8, chunk=4, halo=2).eval()
+    x = torch.randn(1, 16, 8)
+    mask = torch.ones(1, 16, dtype=torch.long)
+    moved = x.clone()
+    moved[0, 9] += 1.0  # token 9: chunk [8, 12), read with halo as [6, 14)
+    with torch.no_grad():
+        base, changed = ctx(x, mask)[0, :, 8:], ctx(moved, mask)[0, :, 8:]
+    differs = [bool(not torch.allclose(base[i], changed[i], atol=1e-7)) for i in range(16)]
+    # the chunks holding token 9 in their read range: [4, 8) reads [2, 10), [8, 12) reads
+    # [6, 14), [12, 16) reads [10, 18): so tokens 4..11 see it, 0..3 and 12..15 do not
+    assert differs == [False] * 4 + [True] * 8 + [False] * 4
+    # the halo covers 2 tokens each way for every token: 7 and 11 (chunk edges) see 9
+    assert differs[7] and differs[11]
+    pad = mask.clone()
+    pad[0, 12:] = 0
+    noise = x.clone()
+    noise[0, 12:] = 100.0  # whatever sits in the padding
+    with torch.no_grad():
+        assert torch.allclose(ctx(x, pad)[0, :12], ctx(noise, pad)[0, :12])
 
 
 def test_dropout_and_attention_dropout_reach_the_encoder(hand_tiny):
@@ -171,8 +199,8 @@ def test_span_branch_on_the_loss_rows_only_gives_the_same_loss_and_gradients(age
 @pytest.mark.parametrize("agent", ["evidence", "joint"])
 def test_a_windows_span_logits_do_not_depend_on_the_batch_padding(agent, hand_tiny):
     """A window scored alone or beside a longer one (more padding) gets the same start/end
-    logits: the BiGRU's backward direction starts at the window's own last token. (Run
-    over the padded batch, it read the padding first.)"""
+    logits: the BiGRU's chunks sit at fixed positions and read zeros past the window's
+    length. (An earlier BiGRU run over the padded batch read the padding first.)"""
     torch.manual_seed(0)
     ids = torch.randint(5, 60, (2, 14))
     attn = torch.tensor([[1] * 14, [1] * 6 + [0] * 8])
