@@ -41,20 +41,23 @@ def encoder_with_heads(spec: AgentSpec, cfg: Any, source: str) -> Any:
     return AgentModel(cfg, source, spec.heads, fuse=spec.fuse)
 
 
-def cls_loss(logits: Any, target: Any, cfg: Any, pos_weight: float) -> Any:
-    """Window classification loss: BCE, BCE weighted by ``pos_weight``, or focal."""
+def cls_loss(logits: Any, target: Any, cfg: Any, pos_weight: float,
+             weight: Any = None) -> Any:
+    """Window classification loss: BCE, BCE weighted by ``pos_weight``, or focal; each
+    window's term times ``weight`` (the sampled negatives' 1 / fraction) when given."""
     import torch
     import torch.nn.functional as F
 
     logits = logits.float()
-    if cfg.cls_loss == "weighted":
-        return F.binary_cross_entropy_with_logits(
-            logits, target, pos_weight=torch.tensor(pos_weight, device=logits.device))
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    pw = torch.tensor(pos_weight, device=logits.device) if cfg.cls_loss == "weighted" else None
+    per_window = F.binary_cross_entropy_with_logits(logits, target, reduction="none",
+                                                    pos_weight=pw)
     if cfg.cls_loss == "focal":
-        p_true = torch.exp(-bce)  # probability given to the true class
-        return ((1 - p_true) ** cfg.focal_gamma * bce).mean()
-    return bce.mean()
+        p_true = torch.exp(-per_window)  # probability given to the true class
+        per_window = (1 - p_true) ** cfg.focal_gamma * per_window
+    if weight is not None:
+        per_window = per_window * weight
+    return per_window.mean()
 
 
 def span_loss(out: Mapping[str, Any], batch: Mapping[str, Any]) -> Any:
@@ -82,7 +85,8 @@ def combined_loss(spec: AgentSpec, out: Mapping[str, Any], batch: Mapping[str, A
     """The agent's loss: cls, span, or ``w * L_cls + (1 - w) * L_span`` with both heads."""
     parts = {}
     if "cls" in spec.heads:
-        parts["cls"] = cls_loss(out["cls"], batch["cls_target"], cfg, pos_weight)
+        parts["cls"] = cls_loss(out["cls"], batch["cls_target"], cfg, pos_weight,
+                                batch.get("cls_weight"))
     if "span" in spec.heads:
         parts["span"] = span_loss(out, batch)
     if len(parts) == 2:

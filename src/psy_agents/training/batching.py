@@ -18,10 +18,12 @@ _BUCKET_BATCHES = 50  # a bucket holds this many batches: sorted inside, shuffle
 
 @dataclass(frozen=True)
 class EpochPlan:
-    """The windows of one epoch: ``index`` into the WindowSet, ``span_mask`` per entry."""
+    """The windows of one epoch: ``index`` into the WindowSet; per entry ``span_mask`` (the
+    span loss counts it) and ``cls_weight`` (its weight in the cls loss)."""
 
     index: np.ndarray
     span_mask: np.ndarray
+    cls_weight: np.ndarray
 
 
 def epoch_rng(seed: int, epoch: int, purpose: int) -> np.random.Generator:
@@ -29,16 +31,27 @@ def epoch_rng(seed: int, epoch: int, purpose: int) -> np.random.Generator:
 
 
 def plan_epoch(ws: WindowSet, heads: tuple[str, ...], *, allowed: np.ndarray, neg_ratio: float,
-               seed: int, epoch: int) -> EpochPlan:
+               seed: int, epoch: int, cls_neg_fraction: float = 1.0) -> EpochPlan:
     """Pick the epoch's windows.
 
     Span-only agents train on every window holding a span plus ``round(neg_ratio * n_pos)``
-    no-answer windows drawn afresh each epoch; agents with a cls head train on every window,
-    the span loss counting only on the same positive + sampled-negative windows.
+    no-answer windows drawn afresh each epoch. Agents with a cls head train on every window
+    showing the symptom and on a ``cls_neg_fraction`` of the others, drawn afresh each epoch
+    and weighted ``1 / cls_neg_fraction`` in the cls loss, so the loss stays an unbiased
+    estimate of the loss over all windows; the span loss counts on the positive +
+    sampled-negative windows among them.
 
     Args:
         allowed: bool per window (the ``train_fraction`` subset).
     """
+    weight = np.ones(len(ws), dtype=np.float32)
+    if "cls" in heads and cls_neg_fraction < 1.0:
+        cls_neg = np.flatnonzero((ws.cls_target == 0) & allowed)
+        n_keep = max(1, int(round(cls_neg_fraction * len(cls_neg)))) if len(cls_neg) else 0
+        kept = epoch_rng(seed, epoch, 3).choice(cls_neg, size=n_keep, replace=False)
+        allowed = allowed & (ws.cls_target > 0)
+        allowed[kept] = True
+        weight[cls_neg] = len(cls_neg) / max(n_keep, 1)
     pos = np.flatnonzero(ws.has_span & allowed)
     neg_pool = np.flatnonzero(~ws.has_span & allowed)
     n_neg = min(len(neg_pool), int(round(neg_ratio * len(pos))))
@@ -47,7 +60,7 @@ def plan_epoch(ws: WindowSet, heads: tuple[str, ...], *, allowed: np.ndarray, ne
     span_rows[pos] = True
     span_rows[neg] = True
     index = np.flatnonzero(allowed) if "cls" in heads else np.flatnonzero(span_rows)
-    return EpochPlan(index=index, span_mask=span_rows[index])
+    return EpochPlan(index=index, span_mask=span_rows[index], cls_weight=weight[index])
 
 
 def batches(lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 0,
@@ -74,7 +87,8 @@ def batches(lengths: np.ndarray, batch_size: int, *, shuffle: bool, seed: int = 
 
 
 def collate(ws: WindowSet, rows: np.ndarray, *, pad_id: int, pad_to: int | None = None,
-            span_mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+            span_mask: np.ndarray | None = None,
+            cls_weight: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Pad the windows ``rows`` to the batch's longest (or to ``pad_to``) as numpy arrays."""
     width = pad_to or max(len(ws.input_ids[r]) for r in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
@@ -101,6 +115,8 @@ def collate(ws: WindowSet, rows: np.ndarray, *, pad_id: int, pad_to: int | None 
         batch["token_type_ids"] = types
     batch["span_mask"] = (np.ones(len(rows), dtype=bool) if span_mask is None
                           else np.asarray(span_mask, dtype=bool))
+    batch["cls_weight"] = (np.ones(len(rows), dtype=np.float32) if cls_weight is None
+                           else np.asarray(cls_weight, dtype=np.float32))
     return batch
 
 

@@ -62,7 +62,8 @@ def train_epoch(run: Run, epoch: int, *, stop_requested: Callable[[], bool] | No
     """
     cfg, model, opt = run.cfg, run.model, run.optimizer
     plan = plan_epoch(run.train_ws, run.spec.heads, allowed=run.allowed,
-                      neg_ratio=cfg.neg_ratio, seed=cfg.seed, epoch=epoch)
+                      neg_ratio=cfg.neg_ratio, seed=cfg.seed, epoch=epoch,
+                      cls_neg_fraction=cfg.cls_neg_fraction)
     order = batches(run.train_ws.lengths[plan.index], cfg.batch_size, shuffle=True,
                     seed=cfg.seed, epoch=epoch)
     # Dropout draws from torch's global RNG; reseeding per epoch makes a resumed epoch
@@ -74,7 +75,8 @@ def train_epoch(run: Run, epoch: int, *, stop_requested: Callable[[], bool] | No
         if stop_requested is not None and stop_requested():
             raise Preempted(f"stop requested during epoch {epoch}")
         batch = to_device(collate(run.train_ws, plan.index[pos], pad_id=run.pad_id,
-                                  pad_to=pad_to, span_mask=plan.span_mask[pos]), run.device)
+                                  pad_to=pad_to, span_mask=plan.span_mask[pos],
+                                  cls_weight=plan.cls_weight[pos]), run.device)
         with autocast(run.device, cfg.bf16):
             loss = run.spec.loss(model(batch), batch, cfg, run.pos_weight)
         (loss / cfg.grad_accum_steps).backward()
