@@ -3,6 +3,7 @@ against kmock's emulated API server (create, status, cancel, 409, 403, no kubeco
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -130,6 +131,34 @@ def test_kustomize_worker_template_agrees_with_the_rendered_job():
     opts = load_options("k8s", profile=REPO / "launch" / "k8s.toml")
     (template,) = [d for p, d in _manifest_docs() if p.name == "worker-job.yaml"]
     assert template == job_manifest(TEMPLATE_REQUEST, opts)
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None,
+                    reason="kubectl (with its built-in kustomize) is not on PATH")
+@pytest.mark.parametrize("version", VERSIONS)
+def test_kustomize_builds_base_and_worker_into_valid_namespaced_objects(version):
+    """`kubectl kustomize` (its built-in kustomize; it needs no API server) builds both
+    kustomizations; every object it emits passes strict schema validation, sits in the
+    psy-agents namespace, and the base's objects carry the part-of label."""
+    built = {}
+    for name in ("base", "worker"):
+        out = subprocess.run(["kubectl", "kustomize", str(K8S_DIR / name)],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        built[name] = [d for d in yaml.safe_load_all(out.stdout) if d]
+    for doc in built["base"] + built["worker"]:
+        kubernetes_validate.validate(doc, version, strict=True)
+        if doc["kind"] == "Namespace":
+            assert doc["metadata"]["name"] == "psy-agents"
+        else:
+            assert doc["metadata"]["namespace"] == "psy-agents", doc["metadata"]
+    assert {d["kind"] for d in built["base"]} >= {"Namespace", "StatefulSet", "Service",
+                                                  "Deployment", "PersistentVolumeClaim"}
+    assert all(d["metadata"]["labels"]["app.kubernetes.io/part-of"] == "psy-agents"
+               for d in built["base"])
+    (job,) = built["worker"]
+    (template,) = [d for p, d in _manifest_docs() if p.name == "worker-job.yaml"]
+    assert job["kind"] == "Job" and job["spec"] == template["spec"]
 
 
 def test_submit_status_cancel_against_emulated_api(kube, tmp_path):
