@@ -3,7 +3,10 @@
 No container engine runs here (see INFRA.md), so the install test replays the Dockerfile's
 own COPY and `pip install` lines: the same pip command, run in a fresh virtualenv, with
 `--no-deps` added and the project's already-installed dependencies made visible through a
-.pth file, so it does not download gigabytes of torch/CUDA wheels.
+.pth file, so it does not download gigabytes of torch/CUDA wheels. A second test resolves
+the image's whole dependency set (the TORCH_SPEC default and the package, as the image's
+pip would, CUDA wheels included) with `pip install --dry-run` against this machine's
+package index: nothing is installed.
 """
 
 from __future__ import annotations
@@ -70,11 +73,9 @@ def _pip_lines() -> list[list[str]]:
     return cmds
 
 
-@pytest.mark.slow
-def test_dockerfile_install_steps_give_a_working_launch(tmp_path):
-    pip_lines = _pip_lines()
-    assert [c[-1] for c in pip_lines] == ["${TORCH_SPEC}", "/src"]
-    ctx = tmp_path / "src"  # the image's /src, filled as the COPY lines do
+def _image_src_and_venv(tmp_path: Path) -> tuple[Path, Path]:
+    """The image's /src, filled as the COPY lines do, and a fresh virtualenv."""
+    ctx = tmp_path / "src"
     ctx.mkdir()
     for name in ("pyproject.toml", "README.md"):
         assert (REPO / name).exists(), f"{name} is missing, and the Dockerfile COPYs it"
@@ -83,6 +84,14 @@ def test_dockerfile_install_steps_give_a_working_launch(tmp_path):
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     venv = tmp_path / "venv"
     subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)
+    return ctx, venv
+
+
+@pytest.mark.slow
+def test_dockerfile_install_steps_give_a_working_launch(tmp_path):
+    pip_lines = _pip_lines()
+    assert [c[-1] for c in pip_lines] == ["${TORCH_SPEC}", "/src"]
+    ctx, venv = _image_src_and_venv(tmp_path)
     # torch and the other dependencies: taken from the project's environment, not PyPI.
     site = Path(subprocess.run([str(venv / "bin/python"), "-c",
                                 "import sysconfig; print(sysconfig.get_path('purelib'))"],
@@ -99,3 +108,38 @@ def test_dockerfile_install_steps_give_a_working_launch(tmp_path):
     assert help_.returncode == 0, help_.stderr
     assert help_.stdout.startswith("Usage: launch")
     assert "cancel" in help_.stdout
+
+
+def _arg_default(name: str) -> str:
+    (value,) = [arg.split("=", 1)[1].strip('"') for word, arg in _instructions()
+                if word == "ARG" and arg.startswith(f"{name}=")]
+    return value
+
+
+@pytest.mark.slow
+def test_the_images_dependencies_resolve(tmp_path):
+    """What the image's two pip lines install, resolved together in a clean venv (~30 s)."""
+    import json
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    torch_spec = _arg_default("TORCH_SPEC")
+    ctx, venv = _image_src_and_venv(tmp_path)
+    report = tmp_path / "report.json"
+    flags = [f for line in _pip_lines() for f in line[2:-1]]  # the lines' own options
+    argv = [str(venv / "bin/pip"), "install", *dict.fromkeys(flags), "--dry-run", "--quiet",
+            "--report", str(report), torch_spec, str(ctx)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    chosen = {canonicalize_name(i["metadata"]["name"]): i["metadata"]["version"]
+              for i in json.loads(report.read_text())["install"]}
+    assert "psy-agents" in chosen
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in [torch_spec, *deps]:
+        req = Requirement(dep)
+        name = canonicalize_name(req.name)
+        assert name in chosen, f"{name} is not in the image's resolution"
+        assert req.specifier.contains(chosen[name], prereleases=True), (dep, chosen[name])
