@@ -34,7 +34,7 @@ def trivial_baselines(pairs) -> dict[str, float]:
 
 
 def _train(agent: str, epochs: int, data, **kw):
-    cfg = TrainConfig(agent=agent, epochs=epochs, patience=epochs, **SETTINGS, **kw)
+    cfg = TrainConfig(agent=agent, epochs=epochs, patience=epochs, **{**SETTINGS, **kw})
     return run_training(cfg, data)
 
 
@@ -46,26 +46,28 @@ def test_trivial_baselines_are_zero(sample_data):
 
 @pytest.mark.slow
 def test_criteria_learns_on_the_sample(sample_data):
-    """Measured: val macro-F1 0.910 after 1 epoch (macro AUROC 0.977); baseline 0 / 0.5.
-    ~17 s, plus building the tiny model and the windows when it runs first. (A second
-    epoch without dropout overfits: 0.817.)"""
+    """Every window showing its symptom and a fresh half of the others per epoch, mean
+    pooling. Measured: val macro-F1 0.899 after 2 epochs (macro AUROC 0.985; 0.738 after
+    the first); seeds 1 / 2 gave 0.896 / 0.868; baseline 0 / 0.5. ~20 s, plus building the
+    tiny model and the windows when it runs first. (1 epoch over all windows with cls
+    pooling, the earlier setting: 0.910 on seed 0 but 0.729 on seed 2.)"""
     import math
 
-    res = _train("criteria", 1, sample_data, lr=1e-3)
+    res = _train("criteria", 2, sample_data, lr=1e-3, pooling="mean", cls_neg_fraction=0.5)
     assert res.best_value >= 0.8, res.metrics
     assert res.metrics["macro_auroc"] >= 0.95
     # well below a constant predictor's loss (the entropy of the positive-pair rate),
-    # averaged over the whole first epoch
+    # averaged over the last epoch (the sampled negatives' weights keep it comparable)
     train = sample_data.split("train")
     rate = sum(p.label for p in train) / len(train)
     prior = -(rate * math.log(rate) + (1 - rate) * math.log(1 - rate))
-    assert res.history[0].train_loss < prior * 0.8, (res.history[0].train_loss, prior)
+    assert res.history[-1].train_loss < prior * 0.8, (res.history[-1].train_loss, prior)
 
 
 @pytest.mark.slow
 def test_evidence_learns_on_the_sample(sample_data):
     """Measured: val span F1 0.60 / 0.73 / 0.93 after epochs 1-3 (no-answer accuracy 0.99);
-    baseline 0. 3 epochs, ~23 s."""
+    seeds 1 / 2 gave 0.909 / 0.932; baseline 0. 3 epochs, ~23 s."""
     res = _train("evidence", 3, sample_data, lr=2e-3, pooling="max")
     assert res.best_value >= 0.8, res.metrics
     assert res.metrics["no_answer_acc"] >= 0.8
@@ -76,8 +78,8 @@ def test_evidence_learns_on_the_sample(sample_data):
 def test_share_learns_on_the_sample(sample_data):
     """One encoder, both heads; the cls head sees every window showing its symptom and a
     fresh half of the others each epoch (``cls_neg_fraction``). Measured after 2 epochs:
-    macro-F1 0.871 (AUROC 0.99), span F1 0.939 (objective 0.905; baseline 0); seed 1 gave
-    0.908 / 0.917. ~28 s on the 2-core box (all windows: 0.907 / 0.921 in 42 s)."""
+    macro-F1 0.871 (AUROC 0.99), span F1 0.939 (objective 0.905; baseline 0); seeds 1 / 2
+    gave 0.908 / 0.917 and 0.872 / 0.913. ~28 s on the 2-core box (all windows: 0.907 / 0.921 in 42 s)."""
     res = _train("share", 2, sample_data, lr=2e-3, pooling="max", cls_neg_fraction=0.5)
     assert res.metrics["symptom_macro_f1"] >= 0.75, res.metrics
     assert res.metrics["span_f1"] >= 0.8, res.metrics
@@ -86,11 +88,12 @@ def test_share_learns_on_the_sample(sample_data):
 @pytest.mark.slow
 def test_joint_learns_on_the_sample(sample_data):
     """Two encoders, the criteria vector fused into the evidence states; half the
-    no-symptom windows per epoch, as share. Measured after 2 epochs: macro-F1 0.830
-    (AUROC 0.98), span F1 0.874 (objective 0.852; baseline 0); seed 1 gave 0.865 / 0.942.
-    ~36 s on the 2-core box (all windows, cls pooling, lr 1e-3: 0.850 / 0.945 in 51 s).
-    With cls pooling and half the windows its criteria head stayed at F1 0 for 2 epochs;
-    mean pooling learns it."""
-    res = _train("joint", 2, sample_data, lr=1.5e-3, pooling="mean", cls_neg_fraction=0.5)
+    no-symptom windows per epoch and mean pooling, as criteria. Measured after 2 epochs:
+    macro-F1 0.887 (AUROC 0.99), span F1 0.868 (objective 0.877; baseline 0); seeds 1 / 2
+    gave 0.880 / 0.943 and 0.870 / 0.889. ~37 s on the 2-core box (all windows, cls
+    pooling: 0.850 / 0.945 in 51 s). A 5 % warmup at lr 1.5e-3 left its criteria head at
+    F1 0 on seed 2 (so did criteria alone): 20 % warmup at lr 1e-3 learns on all three."""
+    res = _train("joint", 2, sample_data, lr=1e-3, pooling="mean", cls_neg_fraction=0.5,
+                 warmup_ratio=0.2)
     assert res.metrics["symptom_macro_f1"] >= 0.65, res.metrics
     assert res.metrics["span_f1"] >= 0.8, res.metrics
