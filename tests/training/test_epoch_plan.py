@@ -36,7 +36,8 @@ def windows(n: int = 200, n_pos: int = 20, seed: int = 0) -> WindowSet:
 
 def _plan(ws: WindowSet, heads=CLS_SPAN, epoch: int = 0, allowed=None, **kw):
     allowed = np.ones(len(ws), dtype=bool) if allowed is None else allowed
-    return plan_epoch(ws, heads, allowed=allowed, neg_ratio=1.0, seed=3, epoch=epoch, **kw)
+    cfg = TrainConfig(neg_ratio=1.0, seed=3, **kw)
+    return plan_epoch(ws, heads, cfg, allowed=allowed, epoch=epoch)
 
 
 def test_by_default_the_cls_head_trains_on_every_window():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -30,9 +31,10 @@ def epoch_rng(seed: int, epoch: int, purpose: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, purpose])
 
 
-def plan_epoch(ws: WindowSet, heads: tuple[str, ...], *, allowed: np.ndarray, neg_ratio: float,
-               seed: int, epoch: int, cls_neg_fraction: float = 1.0) -> EpochPlan:
-    """Pick the epoch's windows.
+def plan_epoch(ws: WindowSet, heads: tuple[str, ...], cfg: Any, *, allowed: np.ndarray,
+               epoch: int) -> EpochPlan:
+    """Pick the epoch's windows (``cfg``: the run's TrainConfig, for ``neg_ratio``,
+    ``cls_neg_fraction`` and ``seed``).
 
     Span-only agents train on every window holding a span plus ``round(neg_ratio * n_pos)``
     no-answer windows drawn afresh each epoch. Agents with a cls head train on every window
@@ -45,17 +47,17 @@ def plan_epoch(ws: WindowSet, heads: tuple[str, ...], *, allowed: np.ndarray, ne
         allowed: bool per window (the ``train_fraction`` subset).
     """
     weight = np.ones(len(ws), dtype=np.float32)
-    if "cls" in heads and cls_neg_fraction < 1.0:
+    if "cls" in heads and cfg.cls_neg_fraction < 1.0:
         cls_neg = np.flatnonzero((ws.cls_target == 0) & allowed)
-        n_keep = max(1, int(round(cls_neg_fraction * len(cls_neg)))) if len(cls_neg) else 0
-        kept = epoch_rng(seed, epoch, 3).choice(cls_neg, size=n_keep, replace=False)
+        n_keep = max(1, int(round(cfg.cls_neg_fraction * len(cls_neg)))) if len(cls_neg) else 0
+        kept = epoch_rng(cfg.seed, epoch, 3).choice(cls_neg, size=n_keep, replace=False)
         allowed = allowed & (ws.cls_target > 0)
         allowed[kept] = True
         weight[cls_neg] = len(cls_neg) / max(n_keep, 1)
     pos = np.flatnonzero(ws.has_span & allowed)
     neg_pool = np.flatnonzero(~ws.has_span & allowed)
-    n_neg = min(len(neg_pool), int(round(neg_ratio * len(pos))))
-    neg = np.sort(epoch_rng(seed, epoch, 1).choice(neg_pool, size=n_neg, replace=False))
+    n_neg = min(len(neg_pool), int(round(cfg.neg_ratio * len(pos))))
+    neg = np.sort(epoch_rng(cfg.seed, epoch, 1).choice(neg_pool, size=n_neg, replace=False))
     span_rows = np.zeros(len(ws), dtype=bool)
     span_rows[pos] = True
     span_rows[neg] = True

@@ -61,9 +61,7 @@ def train_epoch(run: Run, epoch: int, *, stop_requested: Callable[[], bool] | No
         Preempted: ``stop_requested()`` turned true at a batch boundary.
     """
     cfg, model, opt = run.cfg, run.model, run.optimizer
-    plan = plan_epoch(run.train_ws, run.spec.heads, allowed=run.allowed,
-                      neg_ratio=cfg.neg_ratio, seed=cfg.seed, epoch=epoch,
-                      cls_neg_fraction=cfg.cls_neg_fraction)
+    plan = plan_epoch(run.train_ws, run.spec.heads, cfg, allowed=run.allowed, epoch=epoch)
     order = batches(run.train_ws.lengths[plan.index], cfg.batch_size, shuffle=True,
                     seed=cfg.seed, epoch=epoch)
     # Dropout draws from torch's global RNG; reseeding per epoch makes a resumed epoch

@@ -127,9 +127,7 @@ def prepare(cfg: TrainConfig, data: Any, eval_split: str = "val") -> Run:
     model = spec.build_model(cfg, source).to(device)
     optimizer = make_optimizer(cfg, model)
     # Every epoch draws the same number of windows, so epoch 0's plan sizes the schedule.
-    plan_size = len(plan_epoch(train_ws, spec.heads, allowed=allowed, neg_ratio=cfg.neg_ratio,
-                               seed=cfg.seed, epoch=0,
-                               cls_neg_fraction=cfg.cls_neg_fraction).index)
+    plan_size = len(plan_epoch(train_ws, spec.heads, cfg, allowed=allowed, epoch=0).index)
     steps = cfg.epochs * math.ceil(math.ceil(plan_size / cfg.batch_size) / cfg.grad_accum_steps)
     warmup = int(cfg.warmup_ratio * steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
