@@ -53,3 +53,14 @@ def test_read_toml_errors(tmp_path):
     with pytest.raises(ConfigError, match="file not found"):
         read_toml(tmp_path / "missing.toml")
 
+
+
+def test_lazy_import_loads_the_module_on_first_use_only():
+    import subprocess
+    import sys
+
+    code = ("import sys; from psy_agents.lazy import lazy_import; m = lazy_import('fractions'); "
+            "before = 'fractions' in sys.modules; half = m.Fraction(1, 2); "
+            "print(before, 'fractions' in sys.modules, half, m.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "True", "1/2", "fractions"], out.stderr

@@ -209,5 +209,6 @@ def test_demo_validates_the_sample_then_runs_the_chain_and_launch_accepts_it(tmp
                          timeout=120, env={**os.environ,
                                            "PSY_DATA_DIR": str(REPO / "data" / "sample")})
     assert out.returncode == 0, out.stderr
-    assert "worker --study demo.criteria.s0 --index 0" in out.stdout
+    assert "worker --study demo.criteria.s0 --data-dir " in out.stdout
+    assert f"--runs-dir {tmp_path / 'runs'} --index 0 " in out.stdout
     assert parse_with_launch(status)["experiment"] == "demo"

@@ -2,7 +2,7 @@
 
 Resolution order, applied once at the CLI edge: flag > environment variable > profile file >
 default. Click resolves flag > env var (each option's ``envvar``); the profile and default
-steps are :func:`psy_agents.backends.options.load_options`, which builds the dataclass with
+steps are :func:`psy_agents.backends.registry.load_options`, which builds the dataclass with
 the helpers here. They turn a mapping (a params.json, a TOML profile, a study's user attrs)
 into a frozen dataclass and reject unknown keys and wrong types with one clear line.
 """

@@ -1,19 +1,23 @@
-"""One error hierarchy for every user-facing failure.
+"""One error hierarchy for every user-facing failure, and the worker's control-flow signals.
 
-Every error a user can cause is a :class:`PsyAgentsError` (a ``click.ClickException``):
-it prints one line, ``error: <what is wrong> — <what to do>``, and exits with code 2.
-Internal bugs are not caught here; ``launch`` turns them into one line too, and
+Every error a user can cause is a :class:`PsyAgentsError`: one line, ``<what is wrong> — <what
+to do>``, and exit code 2. This module imports nothing but the standard library (no click, no
+torch), so data, training and backend code can raise these without depending on the CLI;
+``launch`` (``psy_agents.cli.main``) turns them into ``error: ...`` on stderr and the exit
+code. Internal bugs are not caught here; ``launch`` turns them into one line too, and
 ``launch --debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
-import click
-
 USAGE_EXIT = 2
+# The worker's "requeue me" exit code (EX_TEMPFAIL): it was stopped (SIGTERM/SIGUSR2), its
+# trial is checkpointed and re-queued, and a restarted worker resumes it. Every backend and
+# the worker read it from here.
+EXIT_REQUEUE = 75
 
 
-class PsyAgentsError(click.ClickException):
+class PsyAgentsError(Exception):
     """Root of all user-facing errors.
 
     Args:
@@ -28,10 +32,12 @@ class PsyAgentsError(click.ClickException):
         self.fix = fix
         full = f"{message} — {fix}" if fix else message
         # One line, always: a multi-line message would break log greps and the CLI contract.
-        super().__init__(" ".join(full.split()))
+        self.message = " ".join(full.split())
+        super().__init__(self.message)
 
-    def show(self, file=None) -> None:  # noqa: D102 - click API
-        click.echo(f"error: {self.format_message()}", err=True, file=file)
+    def format_message(self) -> str:
+        """The one-line message (without the ``error:`` prefix the CLI adds)."""
+        return self.message
 
 
 class DataError(PsyAgentsError):
@@ -52,3 +58,14 @@ class BackendError(PsyAgentsError):
 
 class ModelError(PsyAgentsError):
     """A backbone or saved model cannot be found or loaded."""
+
+
+class Preempted(Exception):  # noqa: N818 - the name says what happened
+    """The worker was asked to stop (SIGTERM/SIGUSR2); the trial's last finished epoch is
+    checkpointed. Raised by the training loop and the simulated workload; the worker
+    re-queues the trial and exits with :data:`EXIT_REQUEUE`."""
+
+
+class TrialFailed(Exception):  # noqa: N818 - the name says what happened
+    """A trial failed for a reason recorded in its user attrs (``fail_reason``); the worker
+    logs one line and goes on with the next trial."""

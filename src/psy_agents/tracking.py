@@ -1,6 +1,9 @@
-"""MLflow tracking for HPO: one parent run per study, one child run per trial.
+"""MLflow tracking: one parent run per study, one child run per trial.
 
-On when ``MLFLOW_TRACKING_URI`` is set (a server, or ``file:///path/mlruns``); off otherwise.
+HPO workers and ``launch train`` both log through :class:`Tracker`; the CLI hands it the
+tracking URI (``--mlflow-uri``, env ``MLFLOW_TRACKING_URI``: a server, or
+``file:///path/mlruns``); without one nothing is tracked. ``launch train`` is a study of one
+trial (``train-<agent>``).
 The MLflow experiment is the psy-agents experiment; the parent run is tagged
 ``psy.study=<study>`` and found again by every worker (two workers racing at the very first
 trial may each create one; children still carry the study tag). Children log the trial's
@@ -35,8 +38,9 @@ class Tracker:
         self._paused_until = 0.0
 
     @classmethod
-    def from_env(cls, experiment: str, study: str, spec_params: dict[str, Any]) -> Tracker | None:
-        uri = os.environ.get("MLFLOW_TRACKING_URI")
+    def maybe(cls, uri: str | None, experiment: str, study: str,
+              spec_params: dict[str, Any]) -> Tracker | None:
+        """A tracker when ``uri`` is set, else None (tracking off)."""
         return cls(uri, experiment, study, spec_params) if uri else None
 
     def _safe(self, what: str, fn, *args, **kwargs):
@@ -83,10 +87,17 @@ class Tracker:
                 self.client.log_param(run.info.run_id, key, value)
         self._safe("start_trial", start)
 
-    def log_epoch(self, number: int, epoch: int, value: float) -> None:
+    def log_epoch(self, number: int, epoch: int, value: float,
+                  metrics: dict[str, float] | None = None) -> None:
+        """The objective ``value`` after ``epoch`` (and any other per-epoch ``metrics``)."""
         run_id = self.children.get(number)
-        if run_id is not None:
-            self._safe("log_epoch", self.client.log_metric, run_id, "value", value, step=epoch)
+        if run_id is None:
+            return
+
+        def log() -> None:
+            for key, val in {"value": value, **(metrics or {})}.items():
+                self.client.log_metric(run_id, key.replace("/", "."), float(val), step=epoch)
+        self._safe("log_epoch", log)
 
     def end_trial(self, number: int, state: str, value: float | None,
                   metrics: dict[str, float]) -> None:

@@ -1,3 +1,3 @@
-"""The training tests' fixtures (private cache dir, tiny backbone), shared here."""
+"""The training tests' fixtures (one torch thread, tiny backbone), shared here."""
 
-from tests.training.conftest import _cache_dir, hand_tiny, sample_data  # noqa: F401
+from tests.training.conftest import _one_thread, hand_tiny, sample_data  # noqa: F401

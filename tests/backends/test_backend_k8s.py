@@ -13,8 +13,8 @@ import yaml
 
 from psy_agents.backends.base import LaunchRequest
 from psy_agents.backends.k8s import K8sBackend, job_manifest, job_name
-from psy_agents.backends.options import K8sOptions, load_options
-from psy_agents.backends.registry import start
+from psy_agents.backends.options import K8sOptions
+from psy_agents.backends.registry import load_options, start
 from psy_agents.errors import BackendError
 from tests.backends.helpers import GOLDEN
 
@@ -36,7 +36,8 @@ def _full_options(**kw) -> K8sOptions:
 def _req(n: int = 4, **kw) -> LaunchRequest:
     fields = {"run_dir": Path("runs/paper"), "gpus_per_worker": 1, **kw}
     return LaunchRequest(experiment="Paper_Run.1", n_workers=n,
-                         worker_argv=("launch", "worker", "--study", "paper.joint.s1"),
+                         worker_argv=("launch", "worker", "--study", "paper.joint.s1",
+                                      "--data-dir", "/data", "--runs-dir", "/checkpoints"),
                          env={"HF_HUB_OFFLINE": "1"}, secret_env_names=("PSY_STORAGE",),
                          **fields)
 
@@ -123,7 +124,8 @@ def test_kubernetes_validate_cli_strict_130(tmp_path):
 
 TEMPLATE_REQUEST = LaunchRequest(
     experiment="example", n_workers=4,
-    worker_argv=("launch", "worker", "--study", "example.criteria.s1"),
+    worker_argv=("launch", "worker", "--study", "example.criteria.s1",
+                 "--data-dir", "/data", "--runs-dir", "/checkpoints"),
     run_dir=Path("runs/example"), secret_env_names=("PSY_STORAGE",), gpus_per_worker=1)
 
 

@@ -9,14 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from psy_agents.backends import REGISTRY, LaunchRequest, get_backend
-from psy_agents.backends.cli_options import backend_options
-from psy_agents.backends.options import (
-    OPTIONS,
-    K8sOptions,
-    LocalOptions,
-    SlurmOptions,
-    load_options,
-)
+from psy_agents.backends.options import K8sOptions, LocalOptions, SlurmOptions
+from psy_agents.backends.registry import load_options
+from psy_agents.cli.backend_options import backend_options
 from psy_agents.errors import BackendError, ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,8 +28,10 @@ def _run(args: list[str], **env: str):
     return CliRunner().invoke(probe, args, env={"PSY_LAUNCH_DIR": "/nonexistent", **env})
 
 
-def test_registry_and_options_cover_the_same_backends():
-    assert set(REGISTRY) == set(OPTIONS) == {"local", "slurm", "k8s"}
+def test_registry_names_each_backend_and_its_options_once():
+    assert set(REGISTRY) == {"local", "slurm", "k8s"}
+    assert {n: b.options_cls for n, b in REGISTRY.items()} == {
+        "local": LocalOptions, "slurm": SlurmOptions, "k8s": K8sOptions}
     assert type(get_backend("slurm", SlurmOptions(partition="p"))).__name__ == "SlurmBackend"
     with pytest.raises(ConfigError, match="unknown backend 'ray' — use one of local, slurm, k8s"):
         get_backend("ray")
@@ -43,7 +40,7 @@ def test_registry_and_options_cover_the_same_backends():
 @pytest.mark.parametrize("name", ["local", "slurm", "k8s"])
 def test_shipped_profiles_load(name):
     opts = load_options(name, profile=REPO / "launch" / f"{name}.toml")
-    assert isinstance(opts, OPTIONS[name])
+    assert isinstance(opts, REGISTRY[name].options_cls)
 
 
 def test_unknown_profile_key_lists_the_valid_keys(tmp_path):
@@ -121,7 +118,7 @@ def test_launch_help_does_not_import_submitit_or_kubernetes():
     import subprocess
     import sys
 
-    code = ("import sys; from psy_agents.backends.cli_options import backend_options; "
+    code = ("import sys; from psy_agents.cli.backend_options import backend_options; "
             "import psy_agents.backends, psy_agents.cli.cancel; "
             "bad = [m for m in ('submitit', 'kubernetes', 'yaml', 'torch') if m in sys.modules]; "
             "print(bad)")

@@ -26,9 +26,12 @@ def _golden_request() -> tuple[SlurmBackend, LaunchRequest]:
     opts = SlurmOptions(partition="gpu", account="lab", qos="normal", time_min=600, mem_gb=32,
                         cpus_per_task=8, constraint="a100", setup=("module load cuda/12.4",),
                         apptainer_image="/images/psy-agents.sif", array_parallelism=4,
-                        folder="/shared/runs/slurm")
+                        folder="/shared/runs/slurm", data_dir="/shared/data/redsm5",
+                        runs_dir="/shared/runs")
+    data_dir, runs_dir = SlurmBackend(opts).worker_paths(Path("data"), Path("runs"))
     req = LaunchRequest(experiment="paper", n_workers=8,
-                        worker_argv=("launch", "worker", "--study", "paper.joint.s1"),
+                        worker_argv=("launch", "worker", "--study", "paper.joint.s1",
+                                     "--data-dir", data_dir, "--runs-dir", runs_dir),
                         run_dir=Path("runs/paper"), env={"HF_HUB_OFFLINE": "1"},
                         secret_env_names=("PSY_STORAGE",), gpus_per_worker=1)
     return SlurmBackend(opts), req

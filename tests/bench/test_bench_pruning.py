@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from psy_agents.cli.main import cli
-from psy_agents.hpo.storage import open_storage
+from psy_agents.hpo.connect import open_storage
 
 pytestmark = pytest.mark.postgres
 

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from psy_agents.bench.storage import trial_work_s
 from psy_agents.cli.main import cli
-from psy_agents.hpo.storage import open_storage
+from psy_agents.hpo.connect import open_storage
 
 pytestmark = pytest.mark.postgres
 

@@ -72,7 +72,7 @@ def test_embedded_sqlite_default_with_two_workers(tmp_path):
 
 
 @pytest.mark.parametrize(("backend", "marker"), [
-    ("local", "worker --study dry.joint.s0 --index 0"),
+    ("local", "worker --study dry.joint.s0 --data-dir "),
     ("slurm", "#SBATCH --array=0-2%"),
     ("k8s", "completionMode: Indexed"),
 ])
@@ -101,7 +101,10 @@ def test_slurm_dry_run_shows_the_worker_command(tmp_path, image, node_python, wo
                   *flags, "--experiment", "ap", "--dry-run"], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
-    assert f"{worker} --study ap.joint.s0 --index <array task index>" in lines, out.stdout
+    # Without shared-filesystem paths in the profile, the nodes use the launcher's own.
+    where = f"--data-dir {REPO / 'data' / 'sample'} --runs-dir {tmp_path / 'runs'}"
+    assert f"{worker} --study ap.joint.s0 {where} --index <array task index>" in lines, \
+        out.stdout
     submit = next(line for line in lines if line.startswith("srun "))
     python = (f"apptainer exec --nv {image} python3" if image
               else node_python or shlex.quote(sys.executable))
@@ -222,8 +225,8 @@ def test_own_chain_first_rotation():
 
 
 def test_fix_holds_a_setting_and_leaves_it_out_of_the_search(tmp_path):
+    from psy_agents.hpo.connect import open_storage
     from psy_agents.hpo.spec import load_spec
-    from psy_agents.hpo.storage import open_storage
 
     out = launch(["hpo", "--agent", "criteria", "--stage", "s1", "--objective", "simulated",
                   "--trials", "2", "--epochs", "2", "--fix", "max_length=128",

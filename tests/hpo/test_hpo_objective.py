@@ -13,12 +13,12 @@ import sqlalchemy.exc
 import torch
 from optuna.trial import TrialState
 
-from psy_agents.errors import ConfigError, DataError
+from psy_agents.errors import ConfigError, DataError, Preempted, TrialFailed
 from psy_agents.hpo import spaces
-from psy_agents.hpo.objective import Objective, Preempted, TrialFailed, classify
+from psy_agents.hpo.objective import Objective, classify
 from psy_agents.hpo.spec import CampaignOverrides, StudySpec, create_campaign
 from psy_agents.hpo.stages import StageConfig
-from psy_agents.training.loop import Preempted as TrainPreempted
+from psy_agents.settings import Settings
 
 STAGE = StageConfig(name="s1", trials=4, epochs=5, patience=2, pruner="asha",
                     train_fraction=0.5)
@@ -32,7 +32,6 @@ STAGE = StageConfig(name="s1", trials=4, epochs=5, patience=2, pruner="asha",
     (RuntimeError("shape mismatch"), "fail"),
     (DataError("no data", "give data"), "raise"),
     (Preempted("stop"), "raise"),
-    (TrainPreempted("stop"), "raise"),
     (sqlalchemy.exc.OperationalError("x", {}, Exception("server closed")), "raise"),
 ])
 def test_classify(exc, action):
@@ -49,7 +48,7 @@ def _spec(**kw) -> StudySpec:
 class Raising(Objective):
     def __init__(self, errors, **kw):
         super().__init__(_spec(), _spec().search_space, study_name="e.criteria.s1",
-                         worker_index=0, stop=threading.Event(), **kw)
+                         worker_index=0, stop=threading.Event(), settings=Settings(), **kw)
         self.errors = list(errors)
 
     def _run(self, trial, params, original):
@@ -72,7 +71,7 @@ def test_objective_turns_oom_into_pruned_and_bad_config_into_failed_with_reasons
 def test_train_config_layers_stage_defaults_params_and_seed():
     obj = Objective(_spec(train_defaults={"device": "cpu", "batch_size": 4}, base_seed=100),
                     _spec().search_space, study_name="e.criteria.s1", worker_index=3,
-                    stop=threading.Event())
+                    stop=threading.Event(), settings=Settings())
     cfg = obj.train_config({"lr": 3e-4, "batch_size": 16}, seed=107)
     assert (cfg.agent, cfg.backbone, cfg.epochs, cfg.patience) == ("criteria", "tiny", 5, 2)
     assert cfg.train_fraction == 0.5 and cfg.device == "cpu"
@@ -86,8 +85,8 @@ def test_fixed_params_are_not_searched(tmp_path):
                            stages=(STAGE,), n_workers=1,
                            overrides=CampaignOverrides(objective="simulated",
                                                        train={"max_length": 128}))
+    from psy_agents.hpo.connect import open_storage
     from psy_agents.hpo.spec import load_spec
-    from psy_agents.hpo.storage import open_storage
 
     spec = load_spec(open_storage(f"sqlite:///{tmp_path}/o.db"), camp.study_names[0])[1]
     assert "max_length" not in {p.name for p in spec.search_space}
@@ -97,13 +96,12 @@ def test_fixed_params_are_not_searched(tmp_path):
 def test_worker_survives_bad_trials_but_stops_on_a_config_that_always_fails(
         tmp_path, sample_dir):
     url = f"sqlite:///{tmp_path}/runs/optuna.db"
-    o = CampaignOverrides(objective="train", runs_dir=str(tmp_path / "runs"),
-                          train={"max_length": 64, "stride": 40})  # stride >= max_length / 2
+    o = CampaignOverrides(objective="train", train={"max_length": 64, "stride": 40})  # stride >= max_length / 2
     camp = create_campaign(url, experiment="e", agents=["criteria"], stages=(STAGE,),
                            n_workers=1, overrides=o, data_dir=sample_dir)
     launch = Path(sys.executable).parent / "launch"
     out = subprocess.run([str(launch), "worker", "--study", camp.study_names[0], "--index", "0",
-                          "--storage", url], capture_output=True, text=True, cwd=tmp_path,
+                          "--storage", url, "--data-dir", str(sample_dir)], capture_output=True, text=True, cwd=tmp_path,
                          timeout=120)
     assert out.returncode == 2, out.stderr
     assert out.stderr.count(" FAIL ") == 10  # one log line per failed trial, then it stops

@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from psy_agents.hpo.storage import open_storage
+from psy_agents.hpo.connect import open_storage
 
 EPOCHS = 3
 # The window and batch settings are held (not searched) so that the run's cost does not

@@ -29,8 +29,7 @@ def finished_study(pg_url, tmp_path):
     url = pg_url.replace("postgres@", f"postgres:{SECRET}@", 1)
     stages = (StageConfig(name="s1", trials=6, epochs=3, patience=3, pruner="asha"),
               StageConfig(name="s2", trials=3, epochs=3, patience=3, narrow_from="s1", top_k=2))
-    o = CampaignOverrides(objective="simulated", runs_dir=str(tmp_path / "runs"),
-                          sim={"epoch_s": 0.01})
+    o = CampaignOverrides(objective="simulated", sim={"epoch_s": 0.01})
     create_campaign(url, experiment="r", agents=["evidence", "criteria"], stages=stages, n_workers=2,
                     overrides=o)
     out = _launch("worker", "--study", "r.evidence.s1", "--index", "0", "--storage", url,

@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 
+from psy_agents.errors import Preempted
 from psy_agents.hpo import simulated as sim_mod
-from psy_agents.hpo.objective import Preempted
 from psy_agents.hpo.spaces import agent_space
 
 SPACE = agent_space("criteria", ("tiny",), 8)

@@ -124,3 +124,11 @@ def test_the_learning_rate_range_follows_the_backbones():
     assert lr(("tiny",)) == (1e-4, 5e-3)  # from scratch
     assert lr(("minilm",)) == (1e-5, 1e-3)  # fine-tuning
     assert lr(("tiny", "minilm")) == (1e-5, 1e-3)
+
+
+def test_every_agent_of_the_agent_table_has_a_search_space_and_no_other():
+    from psy_agents.agents.registry import AGENT_NAMES
+
+    assert set(spaces.AGENT_EXTRAS) == set(AGENT_NAMES)
+    for agent in AGENT_NAMES:
+        assert spaces.agent_space(agent, ("tiny",), 4)

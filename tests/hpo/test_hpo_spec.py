@@ -8,9 +8,9 @@ import optuna
 import pytest
 
 from psy_agents.errors import ConfigError, StorageError
+from psy_agents.hpo.connect import open_storage
 from psy_agents.hpo.spec import CampaignOverrides, create_campaign, load_spec
 from psy_agents.hpo.stages import PACKAGE_STAGES
-from psy_agents.hpo.storage import open_storage
 
 SIM = CampaignOverrides(objective="simulated", trials=5, epochs=3)
 

@@ -20,8 +20,7 @@ pytestmark = pytest.mark.postgres
 
 def _run(pg_url, tmp_path, tracking_uri):
     url = pg_url.replace("postgres@", f"postgres:{SECRET}@", 1)
-    o = CampaignOverrides(objective="simulated", runs_dir=str(tmp_path / "runs"),
-                          sim={"epoch_s": 0.01})
+    o = CampaignOverrides(objective="simulated", sim={"epoch_s": 0.01})
     create_campaign(url, experiment="mlx", agents=["share"], stages=(STAGE,), n_workers=1,
                     overrides=o)
     env = os.environ | {"MLFLOW_TRACKING_URI": tracking_uri}

@@ -21,10 +21,10 @@ import pytest
 from optuna.trial import TrialState
 
 from psy_agents.hpo import spaces
+from psy_agents.hpo.connect import open_storage
+from psy_agents.hpo.history import finished_in_order, trial_score
 from psy_agents.hpo.spec import CampaignOverrides, create_campaign, load_spec
 from psy_agents.hpo.stages import StageConfig
-from psy_agents.hpo.storage import open_storage
-from psy_agents.hpo.worker import finished_in_order, trial_score
 
 LAUNCH = Path(sys.executable).parent / "launch"
 SECRET = "Sup3rSecretPw"
@@ -38,8 +38,7 @@ def _with_password(pg_url: str) -> str:
 
 
 def _campaign(url, runs: Path, stages, *, workers, epoch_s=0.02, agents=("criteria",)):
-    o = CampaignOverrides(objective="simulated", runs_dir=str(runs),
-                          sim={"epoch_s": epoch_s, "seed": 1})
+    o = CampaignOverrides(objective="simulated", sim={"epoch_s": epoch_s, "seed": 1})
     return create_campaign(url, experiment="t", agents=list(agents), stages=stages,
                            n_workers=workers, overrides=o)
 
@@ -260,7 +259,7 @@ def test_a_duplicate_retry_ends_unrun_and_the_first_retry_runs(tmp_path):
     second at once with ``duplicate_of``, so two attempts never share a checkpoint."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    from psy_agents.hpo.worker import stage_space
+    from psy_agents.hpo.history import stage_space
 
     url = f"sqlite:///{tmp_path / 'runs' / 'optuna.db'}"
     stage = StageConfig(name="s1", trials=2, epochs=2, patience=2)

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from psy_agents.backends.options import load_options
+from psy_agents.backends.registry import load_options
 from psy_agents.data.load import ANNOTATIONS_FILE, POSTS_FILE
 from psy_agents.data.prepare import prepare_data
 from psy_agents.errors import ConfigError, DataError
@@ -158,9 +158,9 @@ def _keys(names):
 def test_backend_profiles(backend, data):
     from dataclasses import fields
 
-    from psy_agents.backends.options import OPTIONS
+    from psy_agents.backends.registry import REGISTRY
 
-    names = [f.name for f in fields(OPTIONS[backend])]
+    names = [f.name for f in fields(REGISTRY[backend].options_cls)]
     table = data.draw(st.dictionaries(_keys(names), _toml_value, max_size=4))
     text = data.draw(st.one_of(st.just(_toml(table)), st.text(max_size=80)))
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,6 +16,7 @@ import threading
 import pytest
 from optuna.trial import TrialState
 
+from psy_agents.hpo.connect import StorageSettings, open_storage
 from psy_agents.hpo.doctor import (
     check_connections,
     check_schema,
@@ -25,7 +26,6 @@ from psy_agents.hpo.doctor import (
 )
 from psy_agents.hpo.spec import CampaignOverrides, create_campaign, load_spec
 from psy_agents.hpo.stages import StageConfig
-from psy_agents.hpo.storage import StorageSettings, open_storage
 from tests.reliability.conftest import free_port
 from tests.reliability.helpers import launch_argv, launch_env, run_launch
 
@@ -49,8 +49,7 @@ def test_64_workers_at_once_finish_without_connection_errors(private_pg, tmp_pat
     stage = StageConfig(name="s1", trials=N_WORKERS, epochs=2, patience=2, pruner="none")
     camp = create_campaign(url, experiment="load", agents=["criteria"], stages=[stage],
                            n_workers=N_WORKERS, overrides=CampaignOverrides(
-                               objective="simulated", runs_dir=str(tmp_path / "runs"),
-                               sim={"epoch_s": 0.2, "seed": 3}))
+                               objective="simulated", sim={"epoch_s": 0.2, "seed": 3}))
     stop, peak = threading.Event(), [0]
     watcher = threading.Thread(target=_peak_connections, args=(private_pg, db, stop, peak))
     watcher.start()

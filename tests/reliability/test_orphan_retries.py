@@ -16,13 +16,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from psy_agents.hpo.storage import (
-    STALE_REASON,
-    StorageSettings,
-    open_storage,
-    requeue_orphans,
-    retry_callback,
-)
+from psy_agents.hpo.connect import StorageSettings, open_storage
+from psy_agents.hpo.recovery import STALE_REASON, requeue_orphans, retry_callback
 
 SETTINGS = StorageSettings(heartbeat_interval_s=1, grace_period_s=2)
 
@@ -81,7 +76,7 @@ def test_other_fails_are_not_retried(url):
 def _race(url: str, barrier, out) -> None:
     import time
 
-    from psy_agents.hpo import storage as storage_mod
+    from psy_agents.hpo import recovery as storage_mod
 
     check = storage_mod.retried_numbers
 
@@ -117,7 +112,7 @@ def test_a_second_retry_of_one_trial_is_known_as_a_duplicate(url):
     ends the later one unrun, as FAIL with ``duplicate_of`` (hpo/objective.py)."""
     from optuna.storages import RetryHeartbeatStaleTrialCallback
 
-    from psy_agents.hpo.storage import duplicate_of
+    from psy_agents.hpo.recovery import duplicate_of
 
     number = _orphan(url)
     study = _study(url)

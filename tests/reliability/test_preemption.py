@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from psy_agents.hpo.storage import open_storage
+from psy_agents.hpo.connect import open_storage
 from tests.backends.helpers import wait_until
 from tests.reliability.helpers import campaign_under_fault, worker_pids
 

@@ -14,7 +14,7 @@ import optuna
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
-from psy_agents.hpo.storage import StorageSettings, is_transient, open_storage
+from psy_agents.hpo.connect import StorageSettings, is_transient, open_storage
 
 
 def _storage(tmp_path):

@@ -18,7 +18,7 @@ import psycopg2
 import pytest
 from optuna.trial import TrialState
 
-from psy_agents.hpo.storage import StorageSettings, open_storage
+from psy_agents.hpo.connect import StorageSettings, open_storage
 from psy_agents.hpo.worker import BLIP_WAIT_MAX_S, MAX_BLIPS, blip_wait_s
 from tests.backends.helpers import wait_until
 from tests.reliability.conftest import free_port
@@ -166,6 +166,8 @@ def test_unreachable_mlflow_server_never_fails_a_trial(pg_url, tmp_path):
 
 
 def test_loop_backoff_is_capped_jittered_and_waits_out_minutes():
+    """Uncapped doubling once left a worker asleep for 32 s after a 30 s outage had ended;
+    the cap bounds that delay, the count bounds the outage waited out."""
     lowest = [blip_wait_s(b, lambda lo, hi: lo) for b in range(1, MAX_BLIPS + 1)]
     highest = [blip_wait_s(b, lambda lo, hi: hi) for b in range(1, MAX_BLIPS + 1)]
     assert highest[:5] == [2, 4, 8, 15, 15] and max(highest) == BLIP_WAIT_MAX_S

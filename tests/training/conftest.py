@@ -1,4 +1,8 @@
-"""Fixtures: a private cache dir, the tiny backbone built once, the prepared sample."""
+"""Fixtures: one torch thread, the tiny backbone built once, the prepared sample.
+
+In-process training here names no cache folder, so the tiny model built from the sample
+goes to a private temporary folder and features stay in memory (nothing under ./runs).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,12 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _cache_dir(tmp_path_factory):
-    """Every tiny build and feature file of this session lives in one temp dir."""
-
+def _one_thread():
     import torch
 
     # One thread: on the shared 2-core box, two OpenMP threads wait on each other whenever
     # another job holds a core (an epoch measured 41 s with 2 threads vs 20 s with 1).
     torch.set_num_threads(1)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("PSY_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
-    yield
-    mp.undo()
 
 
 @pytest.fixture(scope="session")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from psy_agents.errors import Preempted
 from psy_agents.training.config import TrainConfig
-from psy_agents.training.run import Preempted, run_training
+from psy_agents.training.run import run_training
 from tests.training.helpers import HandData, sleep_pairs
 
 DATA = HandData(train=sleep_pairs(30, 0), val=sleep_pairs(12, 1), test=())

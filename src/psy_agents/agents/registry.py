@@ -1,9 +1,8 @@
 """The agent table: one :class:`AgentSpec` per agent. A fifth agent is one more entry.
 
-Importing this module is cheap (no torch): builders and losses import torch when called.
-Search spaces map a TrainConfig field to ``(kind, args)`` with kind one of
-``"float"`` (low, high), ``"log_float"`` (low, high), ``"int"`` (low, high) or
-``"categorical"`` (choices); the HPO engine turns them into Optuna distributions.
+The agent names everywhere (CLI choices, ``TrainConfig.agent``, the search spaces of
+:mod:`psy_agents.hpo.spaces`) come from this table. Importing this module is cheap (no
+torch): builders and losses import torch when called.
 """
 
 from __future__ import annotations
@@ -12,26 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-Space = Mapping[str, tuple[str, tuple[Any, ...]]]
-
-_COMMON_SPACE: dict[str, tuple[str, tuple[Any, ...]]] = {
-    "lr": ("log_float", (1e-5, 1e-3)),
-    "head_lr_multiplier": ("categorical", (1.0, 5.0, 20.0)),
-    "weight_decay": ("float", (0.0, 0.1)),
-    "optimizer": ("categorical", ("adamw", "sgd")),
-    "schedule": ("categorical", ("linear", "cosine", "constant")),
-    "warmup_ratio": ("float", (0.0, 0.2)),
-    "batch_size": ("categorical", (8, 16, 32)),
-    "dropout": ("float", (0.0, 0.3)),
-    "pooling": ("categorical", ("cls", "mean", "max")),
-    "head_layers": ("int", (1, 2)),
-    "head_hidden": ("categorical", (64, 128, 256)),
-}
-_CLS_SPACE = {"cls_loss": ("categorical", ("bce", "weighted", "focal")),
-              "focal_gamma": ("float", (1.0, 3.0))}
-_SPAN_SPACE = {"neg_ratio": ("float", (0.25, 2.0)),
-               "max_answer_tokens": ("categorical", (32, 64, 96))}
-_BOTH_SPACE = {"loss_weight": ("float", (0.2, 0.8))}
+from psy_agents.errors import ConfigError
 
 
 def encoder_with_heads(spec: AgentSpec, cfg: Any, source: str) -> Any:
@@ -109,7 +89,6 @@ class AgentSpec:
         fuse: two encoders with the criteria vector fused into the span encoder (joint).
         objective_name: what ``objective`` computes, for logs and study attrs.
         objective: validation metrics -> the value to maximize.
-        space: default search space stub (see module docstring).
         builder / loss_fn: model builder and loss, overridable per agent.
     """
 
@@ -117,7 +96,6 @@ class AgentSpec:
     heads: tuple[str, ...]
     objective_name: str
     objective: Callable[[Mapping[str, float]], float]
-    space: Space
     fuse: bool = False
     builder: Callable[..., Any] = encoder_with_heads
     loss_fn: Callable[..., Any] = combined_loss
@@ -133,23 +111,17 @@ class AgentSpec:
 _BOTH = "mean(symptom_macro_f1, span_f1)"
 AGENTS: dict[str, AgentSpec] = {
     "criteria": AgentSpec("criteria", ("cls",), "symptom_macro_f1",
-                          _mean_of("symptom_macro_f1"), {**_COMMON_SPACE, **_CLS_SPACE}),
-    "evidence": AgentSpec("evidence", ("span",), "span_f1", _mean_of("span_f1"),
-                          {**_COMMON_SPACE, **_SPAN_SPACE}),
-    "share": AgentSpec("share", ("cls", "span"), _BOTH,
-                       _mean_of("symptom_macro_f1", "span_f1"),
-                       {**_COMMON_SPACE, **_CLS_SPACE, **_SPAN_SPACE, **_BOTH_SPACE}),
-    "joint": AgentSpec("joint", ("cls", "span"), _BOTH,
-                       _mean_of("symptom_macro_f1", "span_f1"),
-                       {**_COMMON_SPACE, **_CLS_SPACE, **_SPAN_SPACE, **_BOTH_SPACE},
+                          _mean_of("symptom_macro_f1")),
+    "evidence": AgentSpec("evidence", ("span",), "span_f1", _mean_of("span_f1")),
+    "share": AgentSpec("share", ("cls", "span"), _BOTH, _mean_of("symptom_macro_f1", "span_f1")),
+    "joint": AgentSpec("joint", ("cls", "span"), _BOTH, _mean_of("symptom_macro_f1", "span_f1"),
                        fuse=True),
 }
+AGENT_NAMES: tuple[str, ...] = tuple(AGENTS)
 
 
 def get_agent(name: str) -> AgentSpec:
     """The spec of ``name``; raises ``ConfigError`` naming the valid agents."""
-    from psy_agents.errors import ConfigError
-
     if name not in AGENTS:
         raise ConfigError(f"unknown agent {name!r}", f"use one of: {', '.join(AGENTS)}")
     return AGENTS[name]

@@ -19,8 +19,6 @@ from typing import Any, Protocol
 from psy_agents.errors import BackendError
 
 HANDLE_FILE = "backend.json"
-# The worker's "requeue me" exit code (EX_TEMPFAIL): it was stopped and wants to resume.
-REQUEUE_EXIT = 75
 # Normalized per-worker states across backends.
 STATES = ("pending", "running", "succeeded", "failed", "stopped", "unknown")
 
@@ -34,9 +32,12 @@ class LaunchRequest:
         n_workers: how many copies of the worker to start (>= 1).
         worker_argv: the worker command WITHOUT the index; backends append ``--index I``.
         env: non-secret environment for every worker (written into scripts and manifests).
-        secret_env_names: names of secret variables (e.g. ``PSY_STORAGE``). Local and Slurm
-            workers inherit their values from the launcher's environment; on k8s they come
-            from a Secret. Values are never written into scripts, manifests, pickles or logs.
+        secret_env_names: names of secret variables (e.g. ``PSY_STORAGE``). Local workers get
+            them in their environment, Slurm workers through the environment sbatch exports;
+            on k8s they come from a Secret. Values are never written into scripts,
+            manifests, pickles or logs.
+        secret_values: the values of ``secret_env_names`` (the launcher's resolved storage
+            URL); a name without a value here is taken from the launcher's environment.
         run_dir: ``runs/<experiment>``; logs and the handle file go below it.
         gpus_per_worker: GPUs each worker gets (0 = CPU only).
         options: the selected backend's frozen options dataclass.
@@ -50,6 +51,7 @@ class LaunchRequest:
     secret_env_names: tuple[str, ...] = ()
     gpus_per_worker: int = 0
     options: Any = None
+    secret_values: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.n_workers < 1:
@@ -71,8 +73,12 @@ class LaunchRequest:
         return [*self.worker_argv, "--index", str(index)]
 
     def secret_env(self) -> dict[str, str]:
-        """Secret values taken from this (the launcher's) environment; missing ones skipped."""
-        return {k: os.environ[k] for k in self.secret_env_names if k in os.environ}
+        """The secret variables' values (``secret_values``, else this launcher's environment);
+        names with neither are skipped."""
+        given = {k: self.secret_values[k] for k in self.secret_env_names
+                 if k in self.secret_values}
+        inherited = {k: os.environ[k] for k in self.secret_env_names if k in os.environ}
+        return {**inherited, **given}
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,12 @@ class Backend(Protocol):
     def check_available(self) -> None:
         """Raise BackendError (one line) when the backend cannot be used from here."""
 
+    def worker_paths(self, data_dir: Path, runs_dir: Path) -> tuple[str, str]:
+        """(data folder, runs folder) as the workers see them, given the launcher's: the
+        launcher's own absolute paths locally, shared-filesystem paths on Slurm, the pod's
+        mount paths on Kubernetes. The worker reads data from the first and writes its
+        checkpoints, cache and outputs under the second."""
+
     def render(self, req: LaunchRequest) -> str:
         """The exact artefact submit() would create (sbatch script, Job YAML, commands)."""
 
@@ -133,6 +145,16 @@ class Backend(Protocol):
 
     def cancel(self, handle: Handle) -> None:
         """Stop every worker of ``handle``. Idempotent."""
+
+
+def worker_command(head: tuple[str, ...], studies: tuple[str, ...], *, data_dir: str,
+                   runs_dir: str) -> tuple[str, ...]:
+    """The one worker command, without ``--index`` (each backend appends it): ``head``
+    (how to run ``launch`` there) ``worker --study S ... --data-dir D --runs-dir R``, with
+    the folders as the worker's machine sees them."""
+    study_flags = tuple(x for s in studies for x in ("--study", s))
+    return (*head, "worker", *study_flags, "--data-dir", str(data_dir), "--runs-dir",
+            str(runs_dir))
 
 
 def parse_index_ranges(spec: str | None) -> list[int]:

@@ -40,8 +40,6 @@ def _env(req: LaunchRequest, opts: K8sOptions) -> list[dict[str, Any]]:
         "valueFrom": {"fieldRef": {"fieldPath": f"metadata.annotations['{INDEX_ANNOTATION}']"}},
     }]
     env += [{"name": k, "value": v} for k, v in sorted(req.env.items())]
-    if opts.pvc_name:
-        env.append({"name": "PSY_CHECKPOINT_DIR", "value": opts.checkpoint_mount})
     # The first secret name is the storage URL under `secret_key`; any further secret
     # variable is read from the same Secret under its own name.
     for i, name in enumerate(req.secret_env_names):
@@ -115,6 +113,7 @@ class K8sBackend:
     """See the module docstring. ``submit`` returns once the API server stored the Job."""
 
     name = "k8s"
+    options_cls = K8sOptions
 
     def __init__(self, options: K8sOptions | None = None) -> None:
         self.options = options or K8sOptions()
@@ -122,6 +121,12 @@ class K8sBackend:
     def check_available(self) -> None:
         """Raises BackendError when no kube config (file or in-cluster) can be loaded."""
         self._api_client()
+
+    def worker_paths(self, data_dir: Path, runs_dir: Path) -> tuple[str, str]:
+        """The pod's folders, whatever the launcher's: ``data_dir`` of the profile, and the
+        checkpoint volume's mount (the container's own ``runs`` without a volume)."""
+        opts = self.options
+        return opts.data_dir, opts.checkpoint_mount if opts.pvc_name else "runs"
 
     def _api_client(self):
         from kubernetes import client, config

@@ -21,9 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from psy_agents.backends.base import REQUEUE_EXIT, Handle, LaunchRequest, WorkerState, save_handle
+from psy_agents.backends.base import Handle, LaunchRequest, WorkerState, save_handle
 from psy_agents.backends.options import LocalOptions
-from psy_agents.errors import BackendError
+from psy_agents.errors import EXIT_REQUEUE, BackendError
 
 POLL_S = 0.2
 
@@ -82,12 +82,17 @@ class LocalBackend:
     """See the module docstring. ``submit`` blocks until every worker is done."""
 
     name = "local"
+    options_cls = LocalOptions
 
     def __init__(self, options: LocalOptions | None = None) -> None:
         self.options = options or LocalOptions()
 
     def check_available(self) -> None:
         """Always available; nothing to check beyond the request itself."""
+
+    def worker_paths(self, data_dir: Path, runs_dir: Path) -> tuple[str, str]:
+        """Workers run on this machine: the launcher's folders, made absolute."""
+        return str(Path(data_dir).resolve()), str(Path(runs_dir).resolve())
 
     def _plan(self, req: LaunchRequest) -> list[_Worker]:
         devices = self.options.devices
@@ -153,7 +158,7 @@ class LocalBackend:
         if code == 0:
             w.state = "succeeded"
         elif w.restarts < self.options.max_restarts:
-            kind = "asked to be requeued" if code == REQUEUE_EXIT else f"exited with {code}"
+            kind = "asked to be requeued" if code == EXIT_REQUEUE else f"exited with {code}"
             _log(w, f"worker {w.index} {kind}; restart {w.restarts + 1}"
                     f"/{self.options.max_restarts}")
             time.sleep(self.options.restart_delay_s)

@@ -1,20 +1,16 @@
 """Backend options: one frozen dataclass per backend, defaults from a TOML profile.
 
 Resolution (once, at the CLI edge): prefixed flag (``--slurm-partition``) > its env var
-(``PSY_SLURM_PARTITION``) > profile ``launch/<backend>.toml`` > dataclass default. Units are
-in the field names (``time_min``, ``mem_gb``). An unknown profile key is a ConfigError that
-lists the valid keys.
+(``PSY_SLURM_PARTITION``) > profile ``launch/<backend>.toml`` > dataclass default
+(:func:`psy_agents.backends.registry.load_options`). Units are in the field names
+(``time_min``, ``mem_gb``). An unknown profile key is a ConfigError that lists the valid keys.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from psy_agents.config import from_mapping, read_toml
 from psy_agents.errors import ConfigError
 
 
@@ -55,6 +51,9 @@ class SlurmOptions:
         signal_delay_s: seconds before the time limit at which the task gets SIGUSR2.
         python: command that runs Python on the nodes (None: this launcher's interpreter,
             or ``python3`` inside the Apptainer image).
+        data_dir, runs_dir: the data and runs folders as the nodes see them (a shared
+            filesystem; inside the Apptainer image, the paths it binds). None: the
+            launcher's absolute ``--data-dir`` / ``--runs-dir``.
     """
 
     partition: str | None = None
@@ -73,6 +72,8 @@ class SlurmOptions:
     folder: str | None = None
     signal_delay_s: int = 120
     python: str | None = None
+    data_dir: str | None = None
+    runs_dir: str | None = None
 
     def __post_init__(self) -> None:
         _at_least(self.time_min, 1, "time_min")
@@ -92,6 +93,11 @@ class K8sOptions:
         queue_name: Kueue LocalQueue; adds the ``kueue.x-k8s.io/queue-name`` label.
         tolerations: profile-only, a list of Kubernetes toleration tables.
         kubeconfig, context: which cluster (None: $KUBECONFIG / ~/.kube/config, or in-cluster).
+        data_dir: the ReDSM5 folder inside the pod (a mounted volume or a path baked into
+            the image).
+
+    Workers write checkpoints, the cache and outputs under ``checkpoint_mount`` (the
+    ``pvc_name`` volume), so an evicted pod's trial resumes on another node.
     """
 
     namespace: str = "psy-agents"
@@ -101,6 +107,7 @@ class K8sOptions:
     secret_key: str = "url"
     pvc_name: str | None = "psy-checkpoints"
     checkpoint_mount: str = "/checkpoints"
+    data_dir: str = "/data"
     node_selector: dict[str, str] = field(default_factory=dict)
     tolerations: tuple[dict, ...] = ()
     queue_name: str | None = None
@@ -119,7 +126,6 @@ class K8sOptions:
         _at_least(self.ttl_seconds_after_finished, 0, "ttl_seconds_after_finished")
 
 
-OPTIONS: dict[str, type] = {"local": LocalOptions, "slurm": SlurmOptions, "k8s": K8sOptions}
 
 
 def _at_least(value: float, low: float, name: str) -> None:
@@ -128,28 +134,9 @@ def _at_least(value: float, low: float, name: str) -> None:
                           f"fix `{name}` in the profile or its flag")
 
 
-def default_profile_path(backend: str) -> Path:
-    """``$PSY_LAUNCH_DIR/<backend>.toml``, else ``./launch/<backend>.toml``."""
-    return Path(os.environ.get("PSY_LAUNCH_DIR", "launch")) / f"{backend}.toml"
+PROFILE_DIR = Path("launch")
 
 
-def load_options(backend: str, *, profile: Path | None = None,
-                 overrides: Mapping[str, Any] | None = None) -> Any:
-    """Build ``backend``'s options: overrides > profile file > defaults.
-
-    Args:
-        profile: a TOML file; None reads the default profile if it exists (a missing
-            default profile means plain defaults; a missing explicit one is an error).
-        overrides: already-typed values from flags or env vars.
-
-    Raises:
-        ConfigError: unknown backend, unknown key (listing valid keys), wrong type.
-    """
-    if backend not in OPTIONS:
-        raise ConfigError(f"unknown backend {backend!r}", f"use one of {', '.join(OPTIONS)}")
-    data: dict[str, Any] = {}
-    path = profile if profile is not None else default_profile_path(backend)
-    if profile is not None or path.exists():
-        data.update(read_toml(path))
-    data.update(overrides or {})
-    return from_mapping(OPTIONS[backend], data, source=str(path))
+def default_profile_path(backend: str, profile_dir: Path = PROFILE_DIR) -> Path:
+    """``<profile_dir>/<backend>.toml`` (the CLI passes ``$PSY_LAUNCH_DIR`` when set)."""
+    return Path(profile_dir) / f"{backend}.toml"

@@ -1,4 +1,8 @@
-"""The backend registry and the one door through which workers are started.
+"""The backend registry — the one table of backends — and the one door through which
+workers are started.
+
+Each backend class names its options dataclass (``options_cls``); ``--backend`` choices,
+the prefixed flags and profile loading all come from :data:`REGISTRY`.
 
 ``start`` checks availability before anything is created, submits, and records the handle
 under ``runs/<experiment>/backend.json`` for ``launch status`` and ``launch cancel``.
@@ -6,6 +10,7 @@ under ``runs/<experiment>/backend.json`` for ``launch status`` and ``launch canc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +24,42 @@ from psy_agents.backends.base import (
 )
 from psy_agents.backends.k8s import K8sBackend
 from psy_agents.backends.local import LocalBackend
-from psy_agents.backends.options import load_options
+from psy_agents.backends.options import PROFILE_DIR, default_profile_path
 from psy_agents.backends.slurm import SlurmBackend
+from psy_agents.config import from_mapping, read_toml
 from psy_agents.errors import ConfigError
 
-REGISTRY: dict[str, type] = {"local": LocalBackend, "slurm": SlurmBackend, "k8s": K8sBackend}
+REGISTRY: dict[str, type] = {cls.name: cls for cls in (LocalBackend, SlurmBackend, K8sBackend)}
+
+
+def options_class(name: str) -> type:
+    """The options dataclass of backend ``name``; ConfigError naming the valid ones."""
+    if name not in REGISTRY:
+        raise ConfigError(f"unknown backend {name!r}", f"use one of {', '.join(REGISTRY)}")
+    return REGISTRY[name].options_cls
+
+
+def load_options(backend: str, *, profile: Path | None = None,
+                 overrides: Mapping[str, Any] | None = None,
+                 profile_dir: Path = PROFILE_DIR) -> Any:
+    """Build ``backend``'s options: overrides > profile file > defaults.
+
+    Args:
+        profile: a TOML file; None reads the default profile ``<profile_dir>/<backend>.toml``
+            if it exists (a missing default profile means plain defaults; a missing
+            explicit one is an error).
+        overrides: already-typed values from flags or env vars.
+
+    Raises:
+        ConfigError: unknown backend, unknown key (listing valid keys), wrong type.
+    """
+    cls = options_class(backend)
+    data: dict[str, Any] = {}
+    path = profile if profile is not None else default_profile_path(backend, profile_dir)
+    if profile is not None or path.exists():
+        data.update(read_toml(path))
+    data.update(overrides or {})
+    return from_mapping(cls, data, source=str(path))
 
 
 def get_backend(name: str, options: Any = None) -> Backend:
@@ -51,21 +87,23 @@ def start(backend: Backend, req: LaunchRequest) -> Handle:
 _HANDLE_OPTIONS = {"k8s": ("namespace", "kubeconfig", "context")}
 
 
-def backend_for_handle(handle: Handle) -> Backend:
+def backend_for_handle(handle: Handle, profile_dir: Path = PROFILE_DIR) -> Backend:
     """The backend that created ``handle``: default profile plus what the handle recorded."""
     recorded = {k: handle.data[k] for k in _HANDLE_OPTIONS.get(handle.backend, ())
                 if handle.data.get(k) is not None}
-    return get_backend(handle.backend, load_options(handle.backend, overrides=recorded))
+    options = load_options(handle.backend, overrides=recorded, profile_dir=profile_dir)
+    return get_backend(handle.backend, options)
 
 
-def worker_states(run_dir: Path) -> tuple[Handle, list[WorkerState]]:
+def worker_states(run_dir: Path, profile_dir: Path = PROFILE_DIR
+                  ) -> tuple[Handle, list[WorkerState]]:
     """The recorded handle of ``run_dir`` and its workers' states (for ``launch status``)."""
     handle = load_handle(run_dir)
-    return handle, backend_for_handle(handle).status(handle)
+    return handle, backend_for_handle(handle, profile_dir).status(handle)
 
 
-def cancel_experiment(run_dir: Path) -> Handle:
+def cancel_experiment(run_dir: Path, profile_dir: Path = PROFILE_DIR) -> Handle:
     """Cancel the workers recorded under ``run_dir``. Idempotent. Returns the handle."""
     handle = load_handle(run_dir)
-    backend_for_handle(handle).cancel(handle)
+    backend_for_handle(handle, profile_dir).cancel(handle)
     return handle

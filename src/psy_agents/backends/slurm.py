@@ -9,6 +9,7 @@ through the environment Slurm exports from the submitting shell, never through t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -19,6 +20,7 @@ from typing import Any
 
 from psy_agents.backends.base import Handle, LaunchRequest, WorkerState, parse_index_ranges
 from psy_agents.backends.options import SlurmOptions
+from psy_agents.backends.slurm_task import SlurmWorkerTask
 from psy_agents.errors import BackendError
 
 SUBMITIT_COMMAND = "-u -m submitit.core._submit"
@@ -32,6 +34,7 @@ class SlurmBackend:
     """See the module docstring. ``submit`` returns once sbatch accepted the array."""
 
     name = "slurm"
+    options_cls = SlurmOptions
 
     def __init__(self, options: SlurmOptions | None = None) -> None:
         self.options = options or SlurmOptions()
@@ -42,6 +45,13 @@ class SlurmBackend:
             if shutil.which(tool) is None:
                 raise BackendError(f"`{tool}` not found on PATH, so Slurm cannot be used here",
                                    "run on a Slurm login node or use --backend local")
+
+    def worker_paths(self, data_dir: Path, runs_dir: Path) -> tuple[str, str]:
+        """The profile's shared-filesystem folders, else the launcher's absolute ones (a
+        login node and its compute nodes usually share the home and project filesystems)."""
+        opts = self.options
+        return (opts.data_dir or str(Path(data_dir).resolve()),
+                opts.runs_dir or str(Path(runs_dir).resolve()))
 
     def folder(self, req: LaunchRequest) -> Path:
         """The submitit folder; ``%j`` keeps each job's pickles and logs apart."""
@@ -94,15 +104,14 @@ class SlurmBackend:
                                    map_count=map_count, **self.sbatch_params(req))
 
     def _task(self, req: LaunchRequest):
-        from psy_agents.backends.slurm_task import SlurmWorkerTask
-
         return SlurmWorkerTask(req.worker_argv, req.env, self.options.max_requeues)
 
     def submit(self, req: LaunchRequest) -> Handle:
         """Submit the array; raises BackendError on a missing secret or an sbatch refusal."""
         import submitit
 
-        missing = [n for n in req.secret_env_names if n not in os.environ]
+        secrets = req.secret_env()
+        missing = [n for n in req.secret_env_names if n not in secrets]
         if missing:
             raise BackendError(f"{missing[0]} is not set in this shell, and Slurm workers "
                                "inherit it from here", f"export {missing[0]}=... and retry")
@@ -111,7 +120,8 @@ class SlurmBackend:
                                          slurm_python=self.python())
         executor.update_parameters(**{f"slurm_{k}": v for k, v in self.sbatch_params(req).items()})
         try:
-            jobs = executor.map_array(self._task(req), list(range(req.n_workers)))
+            with exported(secrets):  # sbatch exports this environment to the tasks
+                jobs = executor.map_array(self._task(req), list(range(req.n_workers)))
         except subprocess.CalledProcessError as exc:
             detail = (exc.stderr or exc.output or b"").decode(errors="replace").strip()
             raise BackendError(f"sbatch refused the job array: {detail.splitlines()[-1:] or exc}",
@@ -142,6 +152,22 @@ class SlurmBackend:
         if out.returncode != 0 and "already completed" not in out.stderr:
             raise BackendError(f"scancel {handle.job_id} failed: {out.stderr.strip()}",
                                "check the job with `squeue -j` and your permissions")
+
+
+@contextlib.contextmanager
+def exported(env: dict[str, str]):
+    """``env`` set in this process's environment for the duration (sbatch, which submitit
+    runs, hands its environment to the job), then restored as it was."""
+    before = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def parse_sacct(text: str, array_id: str) -> dict[int, tuple[str, str]]:

@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Mapping
 
-from psy_agents.backends.base import REQUEUE_EXIT
+from psy_agents.errors import EXIT_REQUEUE
 
 POLL_S = 0.5
 
@@ -63,7 +63,7 @@ class SlurmWorkerTask:
             time.sleep(POLL_S)
         if code == 0:
             return 0
-        if code == REQUEUE_EXIT:
+        if code == EXIT_REQUEUE:
             time.sleep(1.0)  # let a SIGTERM sent to the whole step reach this process too
             if self._terminated:
                 # Slurm itself is ending the task (scancel, its own requeue or preemption):
@@ -95,7 +95,7 @@ class SlurmWorkerTask:
             job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
         else:
             job = os.environ["SLURM_JOB_ID"]
-        print(f"worker {index} exited {REQUEUE_EXIT}: requeueing {job} "
+        print(f"worker {index} exited {EXIT_REQUEUE}: requeueing {job} "
               f"(requeue {restarts + 1}/{self.max_requeues})", flush=True)
         subprocess.check_call(["scontrol", "requeue", job], timeout=60)
         # Slurm is about to kill this task; leave without writing a result, as submitit does.

@@ -12,6 +12,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from psy_agents.bench.storage import run_workers
+from psy_agents.hpo.connect import open_storage
+from psy_agents.hpo.history import finished_states
+from psy_agents.hpo.spec import CampaignOverrides, create_campaign, load_spec
 from psy_agents.hpo.stages import StageConfig
 
 AGENT = "criteria"
@@ -61,11 +65,9 @@ class PruningSpec:
 
 
 def _create(spec: PruningSpec, experiment: str, pruner: str) -> str:
-    from psy_agents.hpo.spec import CampaignOverrides, create_campaign
-
     stage = dataclasses.replace(spec.stage, pruner=pruner)
     o = CampaignOverrides(objective=spec.objective, backbones=(spec.backbone,),  # type: ignore[arg-type]
-                          base_seed=spec.seed, runs_dir=str((spec.runs_dir / experiment).resolve()),
+                          base_seed=spec.seed,
                           sim={"epoch_s": spec.epoch_s, "seed": spec.seed},
                           train=dict(spec.train))
     camp = create_campaign(spec.storage_url, experiment=experiment, agents=[spec.agent],
@@ -75,10 +77,6 @@ def _create(spec: PruningSpec, experiment: str, pruner: str) -> str:
 
 
 def _arm(storage_url: str, study_name: str, pruner: str) -> Arm:
-    from psy_agents.hpo.spec import load_spec
-    from psy_agents.hpo.storage import open_storage
-    from psy_agents.hpo.worker import finished_states
-
     study, _ = load_spec(open_storage(storage_url), study_name)
     finished = study.get_trials(deepcopy=False, states=finished_states())
     values = [t.value for t in finished if t.value is not None]
@@ -88,14 +86,12 @@ def _arm(storage_url: str, study_name: str, pruner: str) -> Arm:
 
 def run_arms(spec: PruningSpec, experiment: str) -> tuple[Arm, Arm]:
     """Run the stage's pruner arm, then the no-pruner arm; returns (pruned, unpruned)."""
-    from psy_agents.bench.storage import run_workers
-
     pruner = spec.stage.pruner if spec.stage.pruner != "none" else "asha"
     arms = []
     for name in (pruner, "none"):
         exp = f"{experiment}-{name}"
         study = _create(spec, exp, name)
         run_workers(study, spec.storage_url, spec.n_workers, spec.runs_dir / exp,
-                    timeout_s=6 * 3600)
+                    runs_dir=spec.runs_dir, data_dir=spec.data_dir, timeout_s=6 * 3600)
         arms.append(_arm(spec.storage_url, study, name))
     return arms[0], arms[1]

@@ -22,12 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from psy_agents.backends.base import worker_command
 from psy_agents.backends.local import cpu_threads_env, die_with_parent
 from psy_agents.bench.stats import TrialTiming
 from psy_agents.errors import BackendError
 from psy_agents.hpo import spaces
+from psy_agents.hpo.connect import open_storage
 from psy_agents.hpo.simulated import epoch_seconds, epoch_value
+from psy_agents.hpo.spec import CampaignOverrides, create_campaign, load_spec
 from psy_agents.hpo.stages import StageConfig
+from psy_agents.hpo.storage_url import is_postgres
+from psy_agents.settings import DEFAULT_DATA_DIR, STORAGE_ENV
 
 AGENT = "criteria"
 
@@ -64,14 +69,11 @@ def new_experiment(prefix: str = "bench") -> str:
 def create_study(spec: PoolSpec, experiment: str, *, trials: int | None = None,
                  epochs: int | None = None, pruner: str = "asha") -> str:
     """Create the simulated study (budget = history + trials) and return its name."""
-    from psy_agents.hpo.spec import CampaignOverrides, create_campaign
-
     budget = spec.history + (spec.trials if trials is None else trials)
     epochs = spec.epochs if epochs is None else epochs
     stage = StageConfig(name="s1", trials=budget, epochs=epochs, patience=epochs, pruner=pruner)
     sim = {"epoch_s": spec.epoch_s, "seed": spec.seed}
-    o = CampaignOverrides(objective="simulated", runs_dir=str(spec.runs_dir.resolve()), sim=sim,
-                          base_seed=spec.seed)
+    o = CampaignOverrides(objective="simulated", sim=sim, base_seed=spec.seed)
     camp = create_campaign(spec.storage_url, experiment=experiment, agents=[AGENT],
                            stages=(stage,), n_workers=spec.n_workers, overrides=o)
     return camp.study_names[0]
@@ -110,8 +112,6 @@ def add_history(storage_url: str, study_name: str, n: int, *, seed: int,
     import optuna
     from optuna.trial import TrialState
 
-    from psy_agents.hpo.spec import load_spec
-    from psy_agents.hpo.storage import open_storage
 
     study, spec = load_spec(open_storage(storage_url), study_name)
     space, rng = spec.search_space, random.Random(seed)
@@ -138,9 +138,6 @@ def trial_work_s(params: dict[str, Any], epochs_run: int, sim: dict[str, Any]) -
 
 def collect(storage_url: str, study_name: str) -> tuple[list[TrialTiming], dict[str, int]]:
     """Timings of the trials the workers ran (not the seeded history) and state counts."""
-    from psy_agents.hpo.spec import load_spec
-    from psy_agents.hpo.storage import open_storage
-
     study, spec = load_spec(open_storage(storage_url), study_name)
     timings, states = [], {}
     for t in study.get_trials(deepcopy=False):
@@ -156,13 +153,12 @@ def collect(storage_url: str, study_name: str) -> tuple[list[TrialTiming], dict[
     return timings, states
 
 
-def worker_cmd(study: str, index: int, storage_url: str) -> list[str]:
-    return [sys.executable, "-m", "psy_agents.cli.main", "worker", "--study", study,
-            "--index", str(index), "--storage", storage_url]
-
-
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "PSY_STORAGE"}
+def worker_cmd(study: str, index: int, runs_dir: Path, data_dir: Path) -> list[str]:
+    """The real ``launch worker`` command, with this machine's folders (the storage URL
+    travels in the environment, as on every backend)."""
+    head = (sys.executable, "-m", "psy_agents.cli.main")
+    return [*worker_command(head, (study,), data_dir=str(Path(data_dir).resolve()),
+                            runs_dir=str(Path(runs_dir).resolve())), "--index", str(index)]
 
 
 class ConnectionPeak:
@@ -198,10 +194,12 @@ class ConnectionPeak:
         self._thread.join()
 
 
-def run_workers(study: str, storage_url: str, n_workers: int, log_dir: Path,
+def run_workers(study: str, storage_url: str, n_workers: int, log_dir: Path, *,
+                runs_dir: Path, data_dir: Path = DEFAULT_DATA_DIR,
                 timeout_s: float = 1800) -> tuple[float, list[float]]:
     """Start ``n_workers`` real worker processes and wait for all; returns (wall seconds,
-    spawn times as epoch seconds).
+    spawn times as epoch seconds). Workers keep checkpoints under ``runs_dir`` and read
+    data from ``data_dir``; their logs go to ``log_dir``.
 
     Raises:
         BackendError: a worker exited with a non-zero code (the message names its log).
@@ -212,8 +210,8 @@ def run_workers(study: str, storage_url: str, n_workers: int, log_dir: Path,
     for i in range(n_workers):
         log = open(log_dir / f"worker-{i}.log", "w")  # noqa: SIM115 - closed below
         spawned.append(time.time())
-        env = {**cpu_threads_env(n_workers), **_clean_env()}
-        procs.append((subprocess.Popen(worker_cmd(study, i, storage_url), env=env,
+        env = {**os.environ, **cpu_threads_env(n_workers), STORAGE_ENV: storage_url}
+        procs.append((subprocess.Popen(worker_cmd(study, i, runs_dir, data_dir), env=env,
                                        stdout=log, stderr=subprocess.STDOUT,
                                        preexec_fn=die_with_parent()), log))
     codes = []
@@ -233,8 +231,6 @@ def run_workers(study: str, storage_url: str, n_workers: int, log_dir: Path,
 
 def run_pool(spec: PoolSpec, experiment: str | None = None) -> PoolRun:
     """Create (and seed) the study, run the pool, and collect the timings."""
-    from psy_agents.hpo.storage import is_postgres
-
     experiment = experiment or new_experiment()
     study = create_study(spec, experiment)
     if spec.history:
@@ -242,10 +238,12 @@ def run_pool(spec: PoolSpec, experiment: str | None = None) -> PoolRun:
     log_dir = spec.runs_dir / experiment
     if is_postgres(spec.storage_url):
         with ConnectionPeak(spec.storage_url) as peak:
-            wall, spawned = run_workers(study, spec.storage_url, spec.n_workers, log_dir)
+            wall, spawned = run_workers(study, spec.storage_url, spec.n_workers, log_dir,
+                                        runs_dir=spec.runs_dir)
         conns: int | None = peak.peak
     else:
-        wall, spawned = run_workers(study, spec.storage_url, spec.n_workers, log_dir)
+        wall, spawned = run_workers(study, spec.storage_url, spec.n_workers, log_dir,
+                                    runs_dir=spec.runs_dir)
         conns = None
     timings, states = collect(spec.storage_url, study)
     firsts = {}
@@ -265,6 +263,7 @@ def measure_cold_start(spec: PoolSpec, experiment: str, samples: int) -> list[fl
     out = []
     for k in range(samples):
         study = create_study(quick, f"{experiment}-cold{k}", trials=1, epochs=1, pruner="none")
-        wall, _ = run_workers(study, spec.storage_url, 1, spec.runs_dir / f"{experiment}-cold{k}")
+        wall, _ = run_workers(study, spec.storage_url, 1, spec.runs_dir / f"{experiment}-cold{k}",
+                              runs_dir=spec.runs_dir)
         out.append(wall)
     return out

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import click
 
-from psy_agents.cli.train import DATA_DIR, LIMIT, build_config, load_data
+from psy_agents.agents.registry import AGENT_NAMES
+from psy_agents.cli.options import shared_options
+from psy_agents.cli.train import LIMIT, build_config, load_data
+from psy_agents.settings import Settings
 
 
 @click.group("bench")
@@ -45,16 +48,16 @@ def _time_eval(run, pad_to: int | None, repeats: int = 2) -> float:
 
 
 @bench.command("train")
-@click.option("--agent", required=True, help="criteria, evidence, share or joint.")
+@click.option("--agent", required=True, help=f"One of {', '.join(AGENT_NAMES)}.")
 @click.option("--backbone", default="tiny", show_default=True)
 @click.option("--max-length", type=int, default=None, help="Window length in tokens.")
 @click.option("--batch-size", type=int, default=None)
-@DATA_DIR
+@shared_options("data_dir", "runs_dir", "cache_dir")
 @LIMIT
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the figures as JSON here (input of `launch plan --from-bench`).")
 def bench_train(agent: str, backbone: str, max_length: int | None, batch_size: int | None,
-                data_dir: Path | None, limit_posts: int | None, out: Path | None) -> None:
+                settings: Settings, limit_posts: int | None, out: Path | None) -> None:
     """Samples/s and seconds/epoch, dynamic vs pad-to-max batching."""
     from psy_agents.training.config import TrainConfig
     from psy_agents.training.run import prepare
@@ -63,7 +66,7 @@ def bench_train(agent: str, backbone: str, max_length: int | None, batch_size: i
     stride = None if max_length is None else min(TrainConfig.stride, max(0, max_length // 4))
     cfg = build_config(agent, {}, "flags", backbone=backbone, max_length=max_length,
                        stride=stride, batch_size=batch_size, epochs=1)
-    run = prepare(cfg, load_data(data_dir, limit_posts))
+    run = prepare(cfg, load_data(settings.data_dir, limit_posts), cache_dir=settings.cache)
     click.echo(f"agent {agent}, backbone {backbone}, device {run.device}, "
                f"max_length {cfg.max_length}, "
                f"eval windows {len(run.eval_ws)}")

@@ -13,14 +13,17 @@ from pathlib import Path
 
 import click
 
+from psy_agents.agents.registry import AGENT_NAMES
+from psy_agents.cli.options import BENCH_RUNS, shared_options
+from psy_agents.settings import Settings
+
 
 @click.command("pruning")
 @click.option("--agent", default="criteria", show_default=True,
-              help="The agent whose study is run (criteria, evidence, share or joint).")
+              help=f"The agent whose study is run: one of {', '.join(AGENT_NAMES)}.")
 @click.option("--fix", "fixed", multiple=True, metavar="KEY=VALUE",
               help="Hold a training setting in both arms, as `launch hpo --fix`.")
 @click.option("--stage", default="s1", show_default=True, help="Stage from the stages file.")
-@click.option("--stages-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--trials", type=click.IntRange(min=1), default=None,
               help="Override the stage's trial budget (both arms).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
@@ -29,43 +32,37 @@ import click
 @click.option("--objective", type=click.Choice(["train", "simulated"]), default="train",
               show_default=True)
 @click.option("--backbone", default="tiny", show_default=True)
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="ReDSM5 folder [env: PSY_DATA_DIR; default data/sample].")
 @click.option("--epoch-s", type=click.FloatRange(min=0.001), default=0.05, show_default=True,
               help="Mean epoch seconds of the simulated objective.")
-@click.option("--storage", default=None, help="Optuna storage URL [env: PSY_STORAGE; default "
-              "sqlite:///runs/optuna.db].")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("runs/bench"), show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the figures as JSON here.")
-def bench_pruning(agent: str, fixed: tuple[str, ...], stage: str, stages_file: Path | None, trials: int | None, epochs: int | None,
-                  workers: int, objective: str, backbone: str, data_dir: Path | None,
-                  epoch_s: float, storage: str | None, seed: int, runs_dir: Path,
-                  out: Path | None) -> None:
+@shared_options("storage", "data_dir", "runs_dir", "stages_file", **BENCH_RUNS)
+def bench_pruning(agent: str, fixed: tuple[str, ...], stage: str, trials: int | None,
+                  epochs: int | None, workers: int, objective: str, backbone: str,
+                  epoch_s: float, seed: int, out: Path | None, settings: Settings) -> None:
     """Epochs saved by pruning and the best value it gives up (regret)."""
     from psy_agents.agents.registry import get_agent
     from psy_agents.bench.pruning import PruningSpec, compare, run_arms
     from psy_agents.bench.storage import new_experiment
     from psy_agents.cli.hpo import parse_fixed
-    from psy_agents.data.prepare import default_data_dir
     from psy_agents.hpo.stages import load_stages
-    from psy_agents.hpo.storage import mask_url, resolve_url
+    from psy_agents.hpo.storage_url import mask_url
 
     get_agent(agent)  # an unknown name is one ConfigError line listing the agents
     train = parse_fixed(fixed)
-    (cfg,) = load_stages([stage], stages_file)
+    (cfg,) = load_stages([stage], settings.stages_file)
     changes = {k: v for k, v in (("trials", trials), ("epochs", epochs)) if v is not None}
     if epochs is not None:
         changes["patience"] = min(cfg.patience, epochs)
     if trials is not None:
         changes["trials_per_agent"] = {}
     cfg = dataclasses.replace(cfg, **changes)
-    url = resolve_url(storage)
-    spec = PruningSpec(storage_url=url, stage=cfg, agent=agent, train=train, n_workers=workers, objective=objective,
-                       backbone=backbone, data_dir=(data_dir or default_data_dir()).resolve(),
-                       seed=seed, epoch_s=epoch_s, runs_dir=runs_dir)
+    url = settings.storage
+    spec = PruningSpec(storage_url=url, stage=cfg, agent=agent, train=train, n_workers=workers,
+                       objective=objective, backbone=backbone,
+                       data_dir=settings.data_dir.resolve(), seed=seed, epoch_s=epoch_s,
+                       runs_dir=settings.runs_dir)
     click.echo(f"{agent} stage {cfg.name}: {cfg.budget(agent)} trials x {cfg.epochs} epochs, "
                f"objective {objective}, backbone {backbone}, {workers} worker(s), "
                f"storage {mask_url(url)}")

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import click
 
+from psy_agents.cli.options import BENCH_RUNS, shared_options
+from psy_agents.settings import Settings
+
 
 def _storage_figures(spec, *, cold_samples: int, measure_barrier: bool) -> dict:
     from psy_agents.bench import baselines, stats
@@ -83,8 +86,6 @@ def _parse_growth(text: str | None) -> list[int]:
 
 
 @click.command("storage")
-@click.option("--storage", default=None, help="Optuna storage URL [env: PSY_STORAGE; default "
-              "sqlite:///runs/optuna.db]. Postgres also reports DB connections.")
 @click.option("--workers", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--trials", type=click.IntRange(min=1), default=40, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=6, show_default=True,
@@ -102,24 +103,24 @@ def _parse_growth(text: str | None) -> list[int]:
 @click.option("--measure-barrier/--compute-barrier", default=False, show_default=True,
               help="Also run the barrier baseline for real (threads sleeping the durations).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("runs/bench"), show_default=True, help="Worker logs.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write every figure as JSON here.")
-def bench_storage(storage: str | None, workers: int, trials: int, epochs: int, epoch_s: float,
+@shared_options("storage", "runs_dir", **BENCH_RUNS)
+def bench_storage(workers: int, trials: int, epochs: int, epoch_s: float,
                   history: int, growth: str | None, growth_workers: int, growth_trials: int,
-                  cold_samples: int, measure_barrier: bool, seed: int, runs_dir: Path,
-                  out: Path | None) -> None:
-    """Scaling and coordination overhead of the real worker loop and storage."""
+                  cold_samples: int, measure_barrier: bool, seed: int,
+                  out: Path | None, settings: Settings) -> None:
+    """Scaling and coordination overhead of the real worker loop and storage (Postgres
+    also reports database connections)."""
     from dataclasses import replace
 
     from psy_agents.bench.storage import PoolSpec
-    from psy_agents.hpo.storage import mask_url, resolve_url
+    from psy_agents.hpo.storage_url import mask_url
 
     sizes = _parse_growth(growth)
-    url = resolve_url(storage)
+    url = settings.storage
     spec = PoolSpec(storage_url=url, n_workers=workers, trials=trials, epochs=epochs,
-                    epoch_s=epoch_s, history=history, seed=seed, runs_dir=runs_dir)
+                    epoch_s=epoch_s, history=history, seed=seed, runs_dir=settings.runs_dir)
     click.echo(f"storage {mask_url(url)}; simulated epochs: mean {epoch_s} s (Pareto 2.5), "
                f"cap {epochs}, ASHA")
     result = _storage_figures(spec, cold_samples=cold_samples, measure_barrier=measure_barrier)

@@ -9,14 +9,17 @@ import json
 
 import click
 
-from psy_agents.cli.status import open_read_storage, storage_option
+from psy_agents.cli.options import shared_options
+from psy_agents.settings import Settings
 
 
 @click.command("best")
 @click.option("--study", required=True, help="Study name {experiment}.{agent}.{stage}.")
-@storage_option
-def best(study: str, storage: str | None) -> None:
+@shared_options("storage")
+def best(study: str, settings: Settings) -> None:
     """Print the best trial of a study."""
+    from psy_agents.hpo.connect import open_storage
     from psy_agents.hpo.results import best_record
 
-    click.echo(json.dumps(best_record(open_read_storage(storage), study), indent=2, default=str))
+    record = best_record(open_storage(settings.storage), study)
+    click.echo(json.dumps(record, indent=2, default=str))

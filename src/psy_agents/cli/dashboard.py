@@ -9,12 +9,13 @@ import socket
 
 import click
 
+from psy_agents.cli.options import shared_options
 from psy_agents.errors import ConfigError
+from psy_agents.settings import Settings
 
 HELP = """Serve optuna-dashboard on the study storage (until Ctrl-C).
 
 \b
-Storage: --storage, else env PSY_STORAGE, else sqlite:///runs/optuna.db.
 The dashboard can edit and delete studies: keep --host on a loopback address
 unless the network is trusted.
 """
@@ -38,17 +39,17 @@ def _check_bindable(host: str, port: int) -> None:
 
 
 @click.command("dashboard", help=HELP)
-@click.option("--storage", default=None,
-              help="Optuna storage URL [env: PSY_STORAGE; default sqlite:///runs/optuna.db].")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
               help="TCP port to listen on.")
-def dashboard(storage: str | None, host: str, port: int) -> None:
+@shared_options("storage")
+def dashboard(host: str, port: int, settings: Settings) -> None:
     from optuna_dashboard import run_server
 
-    from psy_agents.hpo.storage import mask_url, open_storage, resolve_url
+    from psy_agents.hpo.connect import open_storage
+    from psy_agents.hpo.storage_url import mask_url
 
-    url = resolve_url(storage)
+    url = settings.storage
     rdb = open_storage(url)
     _check_bindable(host, port)
     # A wildcard address is where the server listens, not an address a browser can open.

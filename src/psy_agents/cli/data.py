@@ -12,12 +12,11 @@ from pathlib import Path
 
 import click
 
+from psy_agents.cli.options import shared_options
 from psy_agents.errors import DataError
+from psy_agents.settings import Settings
 
-_DATA_DIR = click.option(
-    "--data-dir", type=click.Path(path_type=Path, file_okay=False), envvar="PSY_DATA_DIR",
-    default=None, show_envvar=True,
-    help="Folder with redsm5_posts.csv and redsm5_annotations.csv [default: data/sample].")
+_DATA_DIR = shared_options("data_dir")
 _SPECIAL = click.option("--include-special-case", is_flag=True,
                         help="Keep SPECIAL_CASE rows as a tenth label.")
 _STRICT = click.option("--strict", is_flag=True, help="Turn every data warning into an error.")
@@ -25,12 +24,6 @@ _SEED = click.option("--seed", type=int, default=13, show_default=True, help="Sp
 _RATIOS = click.option("--ratios", default="0.7,0.15,0.15", show_default=True,
                        help="train,val,test fractions; must sum to 1.")
 _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
-
-
-def _data_dir(value: Path | None) -> Path:
-    from psy_agents.data.prepare import default_data_dir
-
-    return value if value is not None else default_data_dir()
 
 
 def _ratios(text: str) -> tuple[float, float, float]:
@@ -54,12 +47,12 @@ def data() -> None:
 @_SPECIAL
 @_STRICT
 @_JSON
-def validate(data_dir: Path | None, include_special_case: bool, strict: bool,
+def validate(settings: Settings, include_special_case: bool, strict: bool,
              as_json: bool) -> None:
     """Check the two CSV files and report every quirk found (reads only)."""
     from psy_agents.data.validate import load_dataset
 
-    dataset = load_dataset(_data_dir(data_dir), include_special_case=include_special_case,
+    dataset = load_dataset(settings.data_dir, include_special_case=include_special_case,
                            strict=strict)
     if as_json:
         click.echo(json.dumps(dataset.report.to_dict(), indent=1))
@@ -75,7 +68,7 @@ def validate(data_dir: Path | None, include_special_case: bool, strict: bool,
               help="Splits file [default: <data-dir>/splits-<seed>.json].")
 @click.option("--force", is_flag=True, help="Rewrite a splits file made with other settings.")
 @_STRICT
-def split(data_dir: Path | None, seed: int, ratios: str, out: Path | None, force: bool,
+def split(settings: Settings, seed: int, ratios: str, out: Path | None, force: bool,
           strict: bool) -> None:
     """Split posts into train/val/test, stratified on symptom profiles; write it once."""
     from psy_agents.data.criteria import SYMPTOMS
@@ -84,7 +77,7 @@ def split(data_dir: Path | None, seed: int, ratios: str, out: Path | None, force
     from psy_agents.data.validate import load_dataset
 
     fractions = _ratios(ratios)
-    dataset = load_dataset(_data_dir(data_dir), strict=strict)
+    dataset = load_dataset(settings.data_dir, strict=strict)
     path = out or default_splits_path(dataset.data_dir, seed, dataset.data_hash)
     body = ensure_splits(path, profiles_of(dataset), SYMPTOMS, data_hash=dataset.data_hash,
                          seed=seed, ratios=fractions, force=force)
@@ -100,13 +93,13 @@ def split(data_dir: Path | None, seed: int, ratios: str, out: Path | None, force
               default=None, help="Splits file [default: <data-dir>/splits-<seed>.json].")
 @_SPECIAL
 @_JSON
-def stats(data_dir: Path | None, seed: int, ratios: str, splits_path: Path | None,
+def stats(settings: Settings, seed: int, ratios: str, splits_path: Path | None,
           include_special_case: bool, as_json: bool) -> None:
     """Per-symptom present/absent pairs and evidence spans in each split."""
     from psy_agents.data.prepare import prepare_data
     from psy_agents.data.stats import split_stats, stats_lines
 
-    prepared = prepare_data(_data_dir(data_dir), splits_path=splits_path, seed=seed,
+    prepared = prepare_data(settings.data_dir, splits_path=splits_path, seed=seed,
                             ratios=_ratios(ratios), include_special_case=include_special_case)
     if as_json:
         click.echo(json.dumps({"data_hash": prepared.data_hash,

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import click
 
+from psy_agents.cli.options import shared_options
+from psy_agents.settings import Settings
+
 
 @click.command("doctor")
-@click.option("--storage", default=None,
-              help="Optuna storage URL [env: PSY_STORAGE; default sqlite:///runs/optuna.db]. "
-                   "The password is never printed.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="How many workers will share the storage.")
-def doctor(storage: str | None, workers: int) -> int:
+@shared_options("storage")
+def doctor(workers: int, settings: Settings) -> int:
     """Check the storage is ready for N workers (exit 2 when a check fails)."""
     from psy_agents.hpo.doctor import run_checks
-    from psy_agents.hpo.storage import resolve_url
 
-    checks = run_checks(resolve_url(storage), workers)
+    checks = run_checks(settings.storage, workers)
     for check in checks:
         click.echo(check.line())
     return 2 if any(c.status == "fail" for c in checks) else 0

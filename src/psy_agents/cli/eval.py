@@ -11,28 +11,30 @@ from pathlib import Path
 
 import click
 
-from psy_agents.cli.train import DATA_DIR, LIMIT, load_data
+from psy_agents.cli.options import shared_options
+from psy_agents.cli.train import LIMIT, load_data
+from psy_agents.settings import Settings
 
 
 @click.command("eval")
 @click.option("--model", "model_dir", required=True, type=click.Path(path_type=Path),
               help="The model/ directory written by `launch train`.")
 @click.option("--split", type=click.Choice(["val", "test"]), default="val", show_default=True)
-@DATA_DIR
+@shared_options("data_dir", "runs_dir", "cache_dir")
 @LIMIT
-def eval_cmd(model_dir: Path, split: str, data_dir: Path | None, limit_posts: int | None) -> None:
+def eval_cmd(model_dir: Path, split: str, settings: Settings, limit_posts: int | None) -> None:
     """Evaluate a saved model on the val or test split."""
-    from psy_agents.agents.backbones import cache_root, load_tokenizer
+    from psy_agents.agents.backbones import load_tokenizer
     from psy_agents.data.features import build_windows
     from psy_agents.training.checkpoint import load_model
     from psy_agents.training.evaluate import evaluate
 
     spec, cfg, model = load_model(model_dir)
-    data = load_data(data_dir, limit_posts)
+    data = load_data(settings.data_dir, limit_posts)
     tok = load_tokenizer(str(Path(model_dir) / "encoder0"))
     pairs = data.split(split)
     ws = build_windows(pairs, tok, max_length=cfg.max_length, stride=cfg.stride,
-                       data_hash=data.data_hash, cache_dir=cache_root() / "features")
+                       data_hash=data.data_hash, cache_dir=settings.cache / "features")
     metrics = evaluate(model, pairs, ws, heads=spec.heads, cfg=cfg.replace(device="cpu"),
                        device="cpu", pad_id=tok.pad_token_id or 0)
     payload = {"agent": cfg.agent, "split": split, "objective": spec.objective_name,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from psy_agents.cli.status import open_read_storage, storage_option
+from psy_agents.cli.options import shared_options
+from psy_agents.settings import Settings
 
 
 @click.command("export")
@@ -17,10 +18,11 @@ from psy_agents.cli.status import open_read_storage, storage_option
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output directory (created).")
 @click.option("--top-k", type=click.IntRange(min=1), default=10, show_default=True)
-@storage_option
-def export(study: str, out: Path, top_k: int, storage: str | None) -> None:
+@shared_options("storage")
+def export(study: str, out: Path, top_k: int, settings: Settings) -> None:
     """Export a study's best config, top-k and all trials."""
+    from psy_agents.hpo.connect import open_storage
     from psy_agents.hpo.results import export_study
 
-    for path in export_study(open_read_storage(storage), study, out, top_k):
+    for path in export_study(open_storage(settings.storage), study, out, top_k):
         click.echo(str(path))

@@ -8,7 +8,6 @@ workers finish; with slurm/k8s it returns after submitting (``--follow`` keeps w
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
@@ -17,15 +16,17 @@ from typing import Any
 
 import click
 
-from psy_agents.backends.cli_options import backend_options
+from psy_agents.agents.registry import AGENT_NAMES
+from psy_agents.backends.base import worker_command
+from psy_agents.cli.backend_options import backend_options
+from psy_agents.cli.options import shared_options
+from psy_agents.settings import STORAGE_ENV, Settings
 
-AGENTS = ("criteria", "evidence", "share", "joint")
-STORAGE_ENV = "PSY_STORAGE"
 FOLLOW_EVERY_S = 5.0
 
 
 def _agents(agent: str) -> tuple[str, ...]:
-    return AGENTS if agent == "all" else (agent,)
+    return AGENT_NAMES if agent == "all" else (agent,)
 
 
 def _stages(plan: str | None, stage: str | None,
@@ -64,8 +65,8 @@ def _plan_stages(chain: str | tuple[str, ...], stages_file: Path | None):
 def _check_sources(url: str, experiment: str, agents: tuple[str, ...], plan_stages) -> None:
     """Fail before anything is created when a stage builds on a study that does not exist."""
     from psy_agents.errors import ConfigError, StorageError
+    from psy_agents.hpo.connect import open_storage
     from psy_agents.hpo.spec import study_name
-    from psy_agents.hpo.storage import open_storage
 
     names = {s.name for s in plan_stages}
     outside = [(s.name, s.narrow_from or s.refit_from) for s in plan_stages
@@ -87,18 +88,10 @@ def _check_sources(url: str, experiment: str, agents: tuple[str, ...], plan_stag
                     f"--experiment {experiment}`) or pass --stages {source},{stage}")
 
 
-def _absolute_sqlite(url: str) -> str:
-    """Workers may start in another directory (Slurm, a restart): pin a relative SQLite path."""
-    from psy_agents.hpo.storage import sqlite_path
-
-    path = sqlite_path(url)
-    if path is None or path.is_absolute():
-        return url
-    return "sqlite:///" + str(path.resolve()) + (("?" + url.split("?", 1)[1]) if "?" in url else "")
-
-
-def _worker_argv(backend: str, options: Any, studies: tuple[str, ...]) -> tuple[str, ...]:
-    """The worker command every backend starts (it appends ``--index I``).
+def _worker_argv(backend: str, options: Any, studies: tuple[str, ...],
+                 paths: tuple[str, str]) -> tuple[str, ...]:
+    """The worker command every backend starts (it appends ``--index I``), with the data
+    and runs folders as the workers see them (``paths``, from ``Backend.worker_paths``).
 
     In a container (k8s, or Slurm with an Apptainer image) it is the image's ``launch``
     console script: this interpreter's path does not exist in there. Elsewhere it is this
@@ -110,8 +103,8 @@ def _worker_argv(backend: str, options: Any, studies: tuple[str, ...]) -> tuple[
     python = getattr(options, "python", None)
     interpreter = tuple(shlex.split(python)) if python else (sys.executable,)
     head = ("launch",) if in_container else (*interpreter, "-m", "psy_agents.cli.main")
-    study_flags = tuple(x for s in studies for x in ("--study", s))
-    return (*head, "worker", *study_flags)
+    data_dir, runs_dir = paths
+    return worker_command(head, studies, data_dir=data_dir, runs_dir=runs_dir)
 
 
 def campaign_over(rows) -> bool:
@@ -128,8 +121,8 @@ def _follow(storage_url: str, experiment: str, backend, handle, every_s: float) 
             campaign is not over, so waiting longer would wait forever.
     """
     from psy_agents.errors import BackendError
+    from psy_agents.hpo.connect import open_storage
     from psy_agents.hpo.results import all_status, format_status
-    from psy_agents.hpo.storage import open_storage
 
     ended = {"succeeded", "failed", "stopped"}
     storage, shown = open_storage(storage_url), None
@@ -155,8 +148,8 @@ def _follow(storage_url: str, experiment: str, backend, handle, every_s: float) 
 
 
 def _summary(storage_url: str, experiment: str) -> None:
+    from psy_agents.hpo.connect import open_storage
     from psy_agents.hpo.results import all_status, format_status
-    from psy_agents.hpo.storage import open_storage
 
     for row in all_status(open_storage(storage_url), experiment):
         click.echo(format_status(row))
@@ -188,24 +181,15 @@ def parse_fixed(items: tuple[str, ...]) -> dict[str, Any]:
 
 
 @click.command("hpo")
-@click.option("--agent", required=True, type=click.Choice([*AGENTS, "all"]),
+@click.option("--agent", required=True, type=click.Choice([*AGENT_NAMES, "all"]),
               help="Agent to tune; `all` gives the four agents' chains one worker pool.")
 @click.option("--plan", default=None, help="Stage plan from the stages file: `multi` "
               "(s0 -> s1 -> s2 -> refit, the default) or `max` (the maximal search).")
 @click.option("--stage", default=None, help="One stage alone, e.g. `max` or `s1`.")
 @click.option("--stages", default=None, metavar="S0,S1,...",
               help="Explicit stage chain, e.g. `s1` or `s0,s1,s2,refit`.")
-@click.option("--stages-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Stage plans [default: launch/stages.toml].")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of workers sharing the studies.")
-@click.option("--experiment", default="default", show_default=True, envvar="PSY_EXPERIMENT",
-              help="Experiment name; studies are `{experiment}.{agent}.{stage}` "
-                   "[env: PSY_EXPERIMENT].")
-@click.option("--storage", default=None, help="Optuna storage URL [env: PSY_STORAGE; "
-              "default sqlite:///runs/optuna.db]. The password is never printed.")
-@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="ReDSM5 folder [env: PSY_DATA_DIR; default data/sample].")
 @click.option("--backbone", "backbones", multiple=True,
               help="Backbone(s) to search over: tiny, minilm, a local dir or a hub name "
                    "[default: tiny]. Repeat to search over several.")
@@ -224,19 +208,18 @@ def parse_fixed(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--objective", type=click.Choice(["train", "simulated"]), default="train",
               show_default=True, help="`simulated` is the synthetic benchmark workload "
               "(no model is trained); use it to test a cluster set-up.")
-@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("runs"), show_default=True, help="Logs, checkpoints, outputs.")
 @click.option("--dry-run", is_flag=True,
               help="Print what the backend would submit (sbatch script, Job YAML); "
                    "create nothing.")
 @click.option("--follow", is_flag=True,
               help="slurm/k8s: keep showing progress until the campaign ends.")
+@shared_options("experiment", "storage", "data_dir", "runs_dir", "stages_file")
 @backend_options
-def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, stages_file: Path | None,
-        workers: int, experiment: str, storage: str | None, data_dir: Path | None,
+def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, workers: int,
         backbones: tuple[str, ...], trials: int | None, epochs: int | None,
         seeds: int | None, gpus_per_worker: int, fixed: tuple[str, ...], objective: str,
-        runs_dir: Path, dry_run: bool, follow: bool, backend: str, backend_options) -> int:
+        dry_run: bool, follow: bool, settings: Settings, backend: str,
+        backend_options) -> int:
     """Start a hyperparameter search: create the studies, then start N workers.
 
     \b
@@ -247,23 +230,23 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, sta
     """
     from psy_agents.backends.base import LaunchRequest
     from psy_agents.backends.registry import get_backend, start
-    from psy_agents.data.prepare import default_data_dir
     from psy_agents.hpo.spec import CampaignOverrides, create_campaign, study_name
-    from psy_agents.hpo.storage import mask_url, resolve_url
+    from psy_agents.hpo.storage_url import absolute_sqlite, mask_url
 
     chain = _stages(plan, stage, stages)
     fixed_train = parse_fixed(fixed)
-    plan_stages = _plan_stages(chain, stages_file)
-    url = _absolute_sqlite(resolve_url(storage))
-    data_dir = (data_dir or default_data_dir()).resolve()
-    exp_dir = (runs_dir / experiment).resolve()
+    plan_stages = _plan_stages(chain, settings.stages_file)
+    url = absolute_sqlite(settings.storage)
+    experiment = settings.experiment
     be = get_backend(backend, backend_options)
     first_studies = tuple(study_name(experiment, a, plan_stages[0].name) for a in _agents(agent))
+    paths = be.worker_paths(settings.data_dir, settings.runs_dir)
     req = LaunchRequest(
         experiment=experiment, n_workers=workers,
-        worker_argv=_worker_argv(backend, backend_options, first_studies), run_dir=exp_dir,
-        env={"PSY_DATA_DIR": str(data_dir)}, secret_env_names=(STORAGE_ENV,),
-        gpus_per_worker=gpus_per_worker, options=backend_options)
+        worker_argv=_worker_argv(backend, backend_options, first_studies, paths),
+        run_dir=settings.experiment_dir.resolve(), secret_env_names=(STORAGE_ENV,),
+        secret_values={STORAGE_ENV: url}, gpus_per_worker=gpus_per_worker,
+        options=backend_options)
     if dry_run:
         click.echo(be.render(req))
         return 0
@@ -271,19 +254,18 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, sta
     _check_sources(url, experiment, _agents(agent), plan_stages)
     overrides = CampaignOverrides(
         objective=objective, trials=trials, epochs=epochs, seeds=seeds,
-        backbones=tuple(backbones) or ("tiny",), runs_dir=str(runs_dir.resolve()),
-        train=fixed_train)
+        backbones=tuple(backbones) or ("tiny",), train=fixed_train)
     campaign = create_campaign(url, experiment=experiment, agents=_agents(agent),
                                stages=plan_stages, n_workers=workers, overrides=overrides,
-                               data_dir=data_dir, stages_file=stages_file)
+                               data_dir=settings.data_dir, stages_file=settings.stages_file)
     click.echo(f"created {len(campaign.all_studies)} studies in {mask_url(url)}; "
                f"starting {workers} {backend} worker(s)", err=True)
-    os.environ[STORAGE_ENV] = url  # children inherit it; it is never written anywhere
     handle = start(be, req)
     if backend != "local":
         click.echo(f"submitted {backend} job {handle.job_id} "
                    f"(`launch status --experiment {experiment}`, "
-                   f"`launch cancel --experiment {experiment} --runs-dir {runs_dir}`)", err=True)
+                   f"`launch cancel --experiment {experiment} "
+                   f"--runs-dir {settings.runs_dir}`)", err=True)
         if follow:
             _follow(url, experiment, be, handle, every_s=FOLLOW_EVERY_S)
     _summary(url, experiment)

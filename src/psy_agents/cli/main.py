@@ -15,6 +15,7 @@ import traceback
 import click
 
 from psy_agents import __version__
+from psy_agents.errors import PsyAgentsError
 
 # name -> (module:attribute, one-line help). The help lives here so listing the commands
 # imports none of them. A new command is one entry.
@@ -36,8 +37,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class UserError(click.ClickException):
+    """A :class:`PsyAgentsError` as click output: ``error: <message>`` on stderr, exit 2."""
+
+    def __init__(self, error: PsyAgentsError) -> None:
+        super().__init__(error.format_message())
+        self.exit_code = error.exit_code
+
+    def show(self, file=None) -> None:  # noqa: D102 - click API
+        click.echo(f"error: {self.format_message()}", err=True, file=file)
+
+
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use; the one door through which a
+    user error (a :class:`PsyAgentsError`, raised anywhere below) becomes click output."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PsyAgentsError as exc:
+            raise UserError(exc) from exc
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(COMMANDS))

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import click
 
-AGENTS = ("criteria", "evidence", "share", "joint")
+from psy_agents.agents.registry import AGENT_NAMES
+from psy_agents.cli.options import shared_options
+from psy_agents.settings import Settings
+
 ASSUMED_RATIO = 0.30  # the project's pruning goal, used only when nothing was measured
 ASSUMED_EFFICIENCY = 0.95
 
@@ -43,9 +46,8 @@ def _epoch_figures(epoch_seconds: str | None, found: dict, agents) -> dict:
 
 
 @click.command("plan")
-@click.option("--agent", required=True, type=click.Choice([*AGENTS, "all"]))
+@click.option("--agent", required=True, type=click.Choice([*AGENT_NAMES, "all"]))
 @click.option("--stage", default="max", show_default=True, help="Stage from the stages file.")
-@click.option("--stages-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--workers", type=click.IntRange(min=1), required=True)
 @click.option("--epoch-seconds", default=None, metavar="AGENT=S,...",
               help="Seconds per epoch (train + eval) per agent, e.g. criteria=12.5.")
@@ -57,15 +59,16 @@ def _epoch_figures(epoch_seconds: str | None, found: dict, agents) -> dict:
 @click.option("--efficiency", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Scheduling efficiency of the pool (overrides --from-bench).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def plan(agent: str, stage: str, stages_file: Path | None, workers: int,
-         epoch_seconds: str | None, bench_files: tuple[Path, ...], pruning_ratio: float | None,
-         efficiency: float | None, out: Path | None) -> None:
+@shared_options("stages_file")
+def plan(agent: str, stage: str, workers: int, epoch_seconds: str | None,
+         bench_files: tuple[Path, ...], pruning_ratio: float | None,
+         efficiency: float | None, out: Path | None, settings: Settings) -> None:
     """Project a campaign's wall time from measured figures."""
     from psy_agents.bench.plan import fmt_duration, project, read_bench_files
     from psy_agents.hpo.stages import load_stages
 
-    agents = AGENTS if agent == "all" else (agent,)
-    (cfg,) = load_stages([stage], stages_file)
+    agents = AGENT_NAMES if agent == "all" else (agent,)
+    (cfg,) = load_stages([stage], settings.stages_file)
     found = read_bench_files(bench_files)
     epoch_s = _epoch_figures(epoch_seconds, found, agents)
     ratio = _figure(pruning_ratio, found, "pruning_ratio", ASSUMED_RATIO)

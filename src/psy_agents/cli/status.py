@@ -14,32 +14,23 @@ from pathlib import Path
 
 import click
 
-storage_option = click.option(
-    "--storage", default=None,
-    help="Optuna storage URL [env: PSY_STORAGE; default sqlite:///runs/optuna.db].")
-
-
-def open_read_storage(flag: str | None):
-    """The storage for a read-only command (errors are one masked line)."""
-    from psy_agents.hpo.storage import open_storage, resolve_url
-
-    return open_storage(resolve_url(flag))
+from psy_agents.cli.options import shared_option, shared_options
+from psy_agents.settings import Settings
 
 
 @click.command("status")
-@click.option("--experiment", default=None, help="Only studies of this experiment.")
+@shared_option("experiment", default=None, show_default=False,
+               help="Only studies of this experiment, and a line about its workers "
+                    "[env: PSY_EXPERIMENT].")
 @click.option("--watch", type=click.FloatRange(min=0.5), default=None, metavar="SECONDS",
               help="Refresh every SECONDS until Ctrl-C.")
-@storage_option
-@click.option("--runs-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("runs"), show_default=True, envvar="PSY_RUNS_DIR",
-              help="Runs root holding <experiment>/backend.json [env: PSY_RUNS_DIR].")
-def status(experiment: str | None, watch: float | None, storage: str | None,
-           runs_dir: Path) -> None:
+@shared_options("storage", "runs_dir")
+def status(experiment: str | None, watch: float | None, settings: Settings) -> None:
     """Show the progress of every study (and, with --experiment, its backend's workers)."""
+    from psy_agents.hpo.connect import open_storage
     from psy_agents.hpo.results import all_status, format_status
 
-    st = open_read_storage(storage)
+    st = open_storage(settings.storage)
     while True:
         rows = all_status(st, experiment)
         if watch is not None:
@@ -49,7 +40,7 @@ def status(experiment: str | None, watch: float | None, storage: str | None,
         for row in rows:
             click.echo(format_status(row))
         if experiment is not None:
-            line = workers_line(runs_dir / experiment)
+            line = workers_line(settings.runs_dir / experiment)
             if line:
                 click.echo(line)
         if watch is None:
@@ -76,12 +67,13 @@ def workers_line(run_dir: Path) -> str | None:
     """
     from psy_agents.backends.base import HANDLE_FILE, STATES
     from psy_agents.backends.registry import worker_states
+    from psy_agents.cli.backend_options import profile_dir
     from psy_agents.errors import BackendError
 
     if not (run_dir / HANDLE_FILE).is_file():
         return None
     try:
-        handle, states = worker_states(run_dir)
+        handle, states = worker_states(run_dir, profile_dir())
     except BackendError as exc:
         return f"workers: unknown — {exc.format_message()}"
     by_state: dict[str, list[int]] = {}

@@ -14,10 +14,11 @@ from typing import Any
 
 import click
 
+from psy_agents.agents.registry import AGENT_NAMES
+from psy_agents.cli.options import shared_options
 from psy_agents.errors import ConfigError
+from psy_agents.settings import Settings
 
-DATA_DIR = click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                        help="Folder with the ReDSM5 CSVs [env: PSY_DATA_DIR; default: data/sample].")
 LIMIT = click.option("--limit-posts", type=int, default=None, hidden=True,
                      help="Keep the first N posts of each split (quick checks).")
 
@@ -38,11 +39,11 @@ def load_params(path: Path | None) -> dict[str, Any]:
     return data
 
 
-def load_data(data_dir: Path | None, limit_posts: int | None) -> Any:
+def load_data(data_dir: Path, limit_posts: int | None) -> Any:
     """The prepared data, optionally cut to the first ``limit_posts`` posts per split."""
-    from psy_agents.data.prepare import default_data_dir, prepare_data
+    from psy_agents.data.prepare import prepare_data
 
-    data = prepare_data(data_dir or default_data_dir())
+    data = prepare_data(data_dir)
     if not limit_posts:
         return data
 
@@ -54,96 +55,60 @@ def load_data(data_dir: Path | None, limit_posts: int | None) -> Any:
                                test=cut(data.test))
 
 
-class Tracker:
-    """MLflow logging that never fails a run: the first error warns, then logging stops."""
-
-    def __init__(self, uri: str | None, run_name: str) -> None:
-        self.active = bool(uri)
-        if self.active:
-            self._call(self._start, uri, run_name)
-
-    def _start(self, uri: str, run_name: str) -> None:
-        import mlflow
-
-        mlflow.set_tracking_uri(uri)
-        mlflow.start_run(run_name=run_name)
-
-    def _call(self, fn: Any, *args: Any) -> None:
-        if not self.active:
-            return
-        try:
-            fn(*args)
-        except Exception as exc:  # tracking is optional: say so once and keep training
-            self.active = False
-            click.echo(f"warning: MLflow tracking disabled ({type(exc).__name__}: "
-                       f"{str(exc).splitlines()[0] if str(exc) else ''})", err=True)
-
-    def params(self, params: dict[str, Any]) -> None:
-        import mlflow
-
-        self._call(mlflow.log_params, params)
-
-    def metrics(self, metrics: dict[str, float], step: int) -> None:
-        import mlflow
-
-        clean = {k.replace("/", "."): float(v) for k, v in metrics.items()}
-        self._call(lambda: mlflow.log_metrics(clean, step=step))
-
-    def end(self) -> None:
-        import mlflow
-
-        self._call(mlflow.end_run)
-
-
 def build_config(agent: str, params: dict[str, Any], source: str, **flags: Any) -> Any:
     from psy_agents.agents.registry import get_agent
     from psy_agents.training.config import TrainConfig
 
-    get_agent(agent)
+    get_agent(agent)  # an unknown name is one ConfigError line listing the agents
     merged = {**params, "agent": agent, **{k: v for k, v in flags.items() if v is not None}}
     return TrainConfig.from_dict(merged, source=source)
 
 
 @click.command("train")
-@click.option("--agent", required=True, help="criteria, evidence, share or joint.")
+@click.option("--agent", required=True, help=f"One of {', '.join(AGENT_NAMES)}.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="params.json with TrainConfig fields (flags override it).")
 @click.option("--backbone", default=None, help="tiny, minilm, a model directory or a hub name.")
 @click.option("--epochs", type=int, default=None, help="Number of epochs.")
 @click.option("--seed", type=int, default=None, help="Training seed.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Output directory [default: runs/train/<agent>].")
-@click.option("--mlflow-uri", envvar="MLFLOW_TRACKING_URI", default=None,
-              help="MLflow tracking URI [env: MLFLOW_TRACKING_URI].")
-@DATA_DIR
+              help="Output directory [default: <runs-dir>/train/<agent>].")
+@shared_options("data_dir", "runs_dir", "cache_dir", "tracking_uri")
 @LIMIT
 def train(agent: str, config_path: Path | None, backbone: str | None, epochs: int | None,
-          seed: int | None, out_dir: Path | None, mlflow_uri: str | None,
-          data_dir: Path | None, limit_posts: int | None) -> None:
+          seed: int | None, out_dir: Path | None, settings: Settings,
+          limit_posts: int | None) -> None:
     """Train one agent configuration and evaluate it on the val split."""
     cfg = build_config(agent, load_params(config_path), str(config_path or "flags"),
                        backbone=backbone, epochs=epochs, seed=seed)
     from psy_agents.agents.backbones import resolve_backbone
+    from psy_agents.tracking import Tracker
     from psy_agents.training.run import run_training
 
     if cfg.backbone != "tiny":  # fail on a bad backbone before reading data or drawing a bar
         resolve_backbone(cfg.backbone)
-    data = load_data(data_dir, limit_posts)
+    data = load_data(settings.data_dir, limit_posts)
 
-    out_dir = out_dir or Path("runs") / "train" / cfg.agent
-    tracker = Tracker(mlflow_uri, f"train-{cfg.agent}")
-    tracker.params(cfg.to_dict())
+    out_dir = out_dir or settings.runs_dir / "train" / cfg.agent
+    # `launch train` is a study of one trial (#0) in the MLflow experiment "train".
+    tracker = Tracker.maybe(settings.tracking_uri, "train", f"train-{cfg.agent}",
+                            {"agent": cfg.agent, "data_hash": data.data_hash})
+    if tracker is not None:
+        tracker.start_trial(0, cfg.to_dict())
     with click.progressbar(length=cfg.epochs, label=f"training {cfg.agent}",
                            file=click.get_text_stream("stderr")) as bar:
         def on_epoch(rec: Any) -> None:
             bar.update(1)
-            tracker.metrics({"train_loss": rec.train_loss, "value": rec.value, **rec.metrics},
-                            rec.epoch)
+            if tracker is not None:
+                tracker.log_epoch(0, rec.epoch, rec.value,
+                                  {"train_loss": rec.train_loss, **rec.metrics})
             click.echo(f"  epoch {rec.epoch}: loss {rec.train_loss:.4f} "
                        f"objective {rec.value:.4f} ({rec.seconds:.1f}s)", err=True)
 
-        result = run_training(cfg, data, output_dir=out_dir, on_epoch=on_epoch)
-    tracker.end()
+        result = run_training(cfg, data, output_dir=out_dir, on_epoch=on_epoch,
+                              cache_dir=settings.cache)
+    if tracker is not None:
+        tracker.end_trial(0, "COMPLETE", result.best_value, result.metrics)
     click.echo(json.dumps({"agent": cfg.agent, "best_value": result.best_value,
                            "best_epoch": result.best_epoch, "stopped": result.stopped,
                            "output_dir": str(out_dir),

@@ -1,7 +1,11 @@
-"""Usage: launch worker --study NAME [--study NAME ...] --index I [--storage URL]
+"""Usage: launch worker --study NAME [--study NAME ...] --index I [--data-dir D] [--runs-dir R]
 
 Runs one HPO worker: trials of the given study chains until every stage's budget is done.
-Every backend (local, slurm, k8s) starts this same command.
+Every backend (local, slurm, k8s) starts this same command. Everything a worker needs comes
+from this command line and its environment, which its backend writes: the storage URL
+(env ``PSY_STORAGE``, a secret: never on a command line), the study chains and index, and
+where data, checkpoints and the cache live on this machine (``--data-dir``, ``--runs-dir``,
+``--cache-dir``). Nothing of the launcher's file system is assumed.
 
 Exit codes: 0 done (no study in its chains has budget left); 75 "requeue me" (EX_TEMPFAIL)
 after SIGTERM or SIGUSR2 — the running trial was checkpointed and re-queued, so restart the
@@ -14,12 +18,14 @@ import logging
 
 import click
 
-HELP = """Run one HPO worker on the given study chains until their budgets are finished.
+from psy_agents.cli.options import shared_options
+from psy_agents.errors import EXIT_REQUEUE
+from psy_agents.settings import Settings
+
+HELP = f"""Run one HPO worker on the given study chains until their budgets are finished.
 
 \b
-Storage: --storage, else env PSY_STORAGE, else sqlite:///runs/optuna.db.
-Heartbeats: env PSY_HEARTBEAT_INTERVAL_S (default 60), PSY_GRACE_PERIOD_S (default 180).
-Exit codes: 0 done; 75 requeue me (after SIGTERM/SIGUSR2; the trial is
+Exit codes: 0 done; {EXIT_REQUEUE} requeue me (after SIGTERM/SIGUSR2; the trial is
 checkpointed and re-queued); 2 user error.
 """
 
@@ -43,15 +49,24 @@ def own_chain_first(studies: tuple[str, ...], index: int) -> tuple[str, ...]:
 @click.option("--index", type=click.IntRange(min=0), required=True,
               help="Worker index (seeds the sampler from base_seed, the index and the "
                    "trials already in the study).")
-@click.option("--storage", default=None,
-              help="Optuna storage URL [env: PSY_STORAGE; default sqlite:///runs/optuna.db].")
-def worker(studies: tuple[str, ...], index: int, storage: str | None) -> int:
-    from psy_agents.hpo.storage import StorageSettings, resolve_url
+@click.option("--heartbeat-interval-s", type=click.IntRange(min=1), default=60,
+              show_default=True, envvar="PSY_HEARTBEAT_INTERVAL_S",
+              help="Seconds between a running trial's heartbeats "
+                   "[env: PSY_HEARTBEAT_INTERVAL_S].")
+@click.option("--grace-period-s", type=click.IntRange(min=2), default=180, show_default=True,
+              envvar="PSY_GRACE_PERIOD_S",
+              help="A trial without a heartbeat for this long is failed and retried "
+                   "elsewhere [env: PSY_GRACE_PERIOD_S].")
+@shared_options("storage", "data_dir", "runs_dir", "cache_dir", "tracking_uri")
+def worker(studies: tuple[str, ...], index: int, heartbeat_interval_s: int,
+           grace_period_s: int, settings: Settings) -> int:
+    from psy_agents.hpo.connect import StorageSettings
     from psy_agents.hpo.worker import Worker, WorkerConfig
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
-    cfg = WorkerConfig(storage_url=resolve_url(storage),
-                       studies=own_chain_first(tuple(studies), index), index=index,
-                       settings=StorageSettings.from_env())
+    connection = StorageSettings(heartbeat_interval_s=heartbeat_interval_s,
+                                 grace_period_s=grace_period_s)
+    cfg = WorkerConfig(settings=settings, studies=own_chain_first(tuple(studies), index),
+                       index=index, connection=connection)
     return Worker(cfg).run()

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from psy_agents.data.criteria import criterion_text, symptoms_for
 from psy_agents.errors import ConfigError
 
 _MEMORY: dict[str, WindowSet] = {}
@@ -81,11 +82,14 @@ def _pairs_digest(pairs: Sequence[Any]) -> str:
     return h.hexdigest()[:16]
 
 
+def tokenizer_fingerprint(tok: Any) -> str:
+    """A hash that changes whenever the tokenizer would split text differently."""
+    return hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest()[:16]
+
+
 def feature_key(pairs: Sequence[Any], tokenizer: Any, max_length: int, stride: int,
                 data_hash: str) -> str:
     """The cache key of a feature set; equal keys mean byte-identical features."""
-    from psy_agents.agents.backbones import tokenizer_fingerprint
-
     parts = [_FORMAT, data_hash, _pairs_digest(pairs), tokenizer_fingerprint(tokenizer),
              str(max_length), str(stride)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
@@ -137,8 +141,6 @@ def _check_room(questions: Sequence[str], tokenizer: Any, max_length: int, strid
 
 
 def _tokenize(pairs: Sequence[Any], tokenizer: Any, max_length: int, stride: int) -> WindowSet:
-    from psy_agents.data.criteria import criterion_text
-
     questions = [criterion_text(p.symptom) for p in pairs]
     shared = shared_criterion_tokens(tokenizer)
     if pairs:
@@ -185,8 +187,6 @@ def _tokenize(pairs: Sequence[Any], tokenizer: Any, max_length: int, stride: int
 
 def shared_criterion_tokens(tokenizer: Any) -> np.ndarray:
     """Token ids that occur in two or more criterion descriptions (common words)."""
-    from psy_agents.data.criteria import criterion_text, symptoms_for
-
     seen: dict[int, int] = {}
     for symptom in symptoms_for(include_special_case=True):
         ids = tokenizer(criterion_text(symptom), add_special_tokens=False)["input_ids"]

@@ -18,13 +18,7 @@ from psy_agents.data.splits import SPLITS, check_ratios, ensure_splits
 from psy_agents.data.validate import Dataset, load_dataset
 from psy_agents.errors import DataError
 
-DATA_DIR_ENV = "PSY_DATA_DIR"
 FALLBACK_SPLITS_DIR = Path("runs") / "splits"
-
-
-def default_data_dir() -> Path:
-    """``$PSY_DATA_DIR`` if set, else ``./data/sample`` (relative to the working directory)."""
-    return Path(os.environ.get(DATA_DIR_ENV) or Path("data") / "sample")
 
 
 @dataclass(frozen=True)

@@ -3,31 +3,29 @@
 Each check returns a :class:`Check` (ok / warn / fail, what was seen, what to change):
 
 - ``reach``: the database answers (and, for Postgres, accepts this user);
-- ``schema``: Optuna's alembic revision in the database vs the installed Optuna's head
-  (absent = a new database, which `launch hpo` fills);
+- ``schema``: the database's Optuna schema version vs the installed Optuna's head, both
+  from Optuna's public ``RDBStorage.get_current_version`` / ``get_head_version`` (absent = a
+  new database, which `launch hpo` fills);
 - ``connections``: Postgres ``max_connections`` against N workers x connections per worker
   plus headroom for the launcher, `launch status` and the superuser reserve;
 - ``clock``: skew between this host and the database. Optuna compares heartbeats with
   the database's clock, but trial start/complete times (stage narrowing takes trials in
   completion order; a trial that never sent a heartbeat is judged by its start time) come
   from each host's clock.
+
+:func:`run_checks` only reads: it creates no file, table or row (the one exception is
+Optuna's own alembic stamp on a pre-v1.0 schema, see :func:`optuna_schema_version`).
 """
 
 from __future__ import annotations
 
 import datetime
-import os
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from psy_agents.hpo.storage import (
-    StorageSettings,
-    engine_kwargs,
-    is_postgres,
-    mask_url,
-    scrub,
-    sqlite_path,
-)
+from psy_agents.hpo.connect import StorageSettings, engine_kwargs
+from psy_agents.hpo.optuna_private import rdb_engine
+from psy_agents.hpo.storage_url import is_postgres, mask_url, scrub, sqlite_path
 
 HEADROOM = 5  # launcher, `launch status`/`export`, a dashboard, a psql session
 SKEW_WARN_S = 2.0
@@ -97,17 +95,55 @@ def check_schema(current: str | None, head: str) -> Check:
 
 
 def optuna_head() -> str:
-    import optuna.storages._rdb as rdb
-    from alembic.script import ScriptDirectory
+    """The schema version the installed Optuna expects (its alembic head revision).
 
-    return ScriptDirectory(os.path.join(os.path.dirname(rdb.__file__), "alembic")).get_current_head()
+    Read from a throw-away in-memory SQLite storage, so no database is touched.
+    """
+    import optuna
+
+    storage = optuna.storages.RDBStorage("sqlite:///:memory:")
+    try:
+        return storage.get_head_version()
+    finally:
+        rdb_engine(storage).dispose()
+
+
+def optuna_schema_version(url: str, kwargs: dict[str, Any], conn) -> str | None:
+    """The Optuna schema version stored in the database at ``url``; None when it has no
+    Optuna schema yet.
+
+    A database without Optuna's ``version_info`` table has no schema, and is not opened as
+    an ``RDBStorage`` (that would create rows). One with a schema is opened without the
+    compatibility check (which raises for an old schema) and without table creation: that
+    reads only, except that Optuna stamps the alembic revision of a schema made before
+    Optuna used alembic (v1.0), as any Optuna that opens it does.
+
+    Args:
+        kwargs: SQLAlchemy engine options for the storage's own engine.
+        conn: an open connection to the same database, to look for the table.
+
+    Raises:
+        sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError: the database
+            could not be read.
+    """
+    import optuna
+    import sqlalchemy
+
+    if not sqlalchemy.inspect(conn).has_table("version_info"):
+        return None
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs,
+                                         skip_compatibility_check=True, skip_table_creation=True)
+    try:
+        return storage.get_current_version()
+    finally:
+        rdb_engine(storage).dispose()
 
 
 def run_checks(url: str, workers: int, settings: StorageSettings | None = None) -> list[Check]:
     """Every check for ``url``; when the database cannot be reached, only that one."""
     import sqlalchemy
 
-    settings = settings or StorageSettings.from_env()
+    settings = settings or StorageSettings()
     path = sqlite_path(url)
     if path is not None and not path.exists():  # connecting would create an empty file
         return [Check("reach", "ok", f"{path} does not exist yet; `launch hpo` creates it")]
@@ -117,7 +153,8 @@ def run_checks(url: str, workers: int, settings: StorageSettings | None = None) 
         engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, **kwargs)
         with engine.connect() as conn:
             checks = [Check("reach", "ok", f"{mask_url(url)} answers")]
-            checks.append(check_schema(_alembic_revision(conn), optuna_head()))
+            checks.append(_schema_check(url, {**kwargs, "poolclass": sqlalchemy.pool.NullPool},
+                                        conn))
             if is_postgres(url):
                 checks += _postgres_checks(conn, workers, settings)
             elif workers > SQLITE_MAX_WORKERS:
@@ -132,12 +169,20 @@ def run_checks(url: str, workers: int, settings: StorageSettings | None = None) 
     return checks
 
 
-def _alembic_revision(conn) -> str | None:
+def _schema_check(url: str, kwargs: dict[str, Any], conn) -> Check:
+    import optuna
     import sqlalchemy
 
-    if not sqlalchemy.inspect(conn).has_table("alembic_version"):
-        return None
-    return conn.execute(sqlalchemy.text("SELECT version_num FROM alembic_version")).scalar()
+    try:
+        current = optuna_schema_version(url, kwargs, conn)
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError,
+            RuntimeError) as exc:
+        cause = exc.__cause__ or exc  # the driver's error under Optuna's wrapper
+        first = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or [""])[0]
+        return Check("schema", "fail", f"cannot read the Optuna schema version: "
+                     f"{scrub(first, url)}", "check that this database holds Optuna studies, "
+                     "or run `optuna storage upgrade --storage URL`")
+    return check_schema(current, optuna_head())
 
 
 def _postgres_checks(conn, workers: int, settings: StorageSettings) -> list[Check]:

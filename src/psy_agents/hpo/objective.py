@@ -2,9 +2,9 @@
 
 One :class:`Objective` per (worker, study). Per trial it records ``worker_index``, ``pid``,
 ``original_trial`` (the trial a retry descends from), ``epochs_run`` and
-``resumed_from_epoch`` in the trial's user attrs. Checkpoints live in
-``<runs>/<experiment>/checkpoints/<study>/trial-<original number>/`` so that a retried trial
-resumes where the original stopped. Errors are classified:
+``resumed_from_epoch`` in the trial's user attrs. Checkpoints live under the worker's runs
+folder (:func:`psy_agents.paths.checkpoint_dir`, keyed by the original trial's number) so
+that a retried trial resumes where the original stopped. Errors are classified:
 
 - out of memory -> PRUNED, with ``note`` in the user attrs;
 - a bad configuration (ConfigError, ModelError, ValueError, any other trial error)
@@ -21,25 +21,20 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from psy_agents.errors import DataError, StorageError
+from psy_agents.data.prepare import prepare_data
+from psy_agents.errors import DataError, Preempted, StorageError, TrialFailed
 from psy_agents.hpo import spaces
+from psy_agents.hpo.connect import is_transient, with_retry
+from psy_agents.hpo.optuna_private import frozen_copy
+from psy_agents.hpo.recovery import duplicate_of
+from psy_agents.hpo.simulated import run_simulated
 from psy_agents.hpo.spec import StudySpec
-from psy_agents.hpo.storage import duplicate_of, is_transient, with_retry
+from psy_agents.paths import checkpoint_dir
+from psy_agents.settings import Settings
+from psy_agents.training.config import TrainConfig
+from psy_agents.training.run import run_training
 
 _log = logging.getLogger(__name__)
-
-
-class Preempted(Exception):  # noqa: N818 - the name says what happened
-    """The worker was asked to stop; the trial's last epoch is checkpointed."""
-
-
-class TrialFailed(Exception):
-    """The trial failed for a reason recorded in its user attrs; the worker goes on."""
-
-
-def frozen_copy(trial):
-    """A live Trial has no system_attrs accessor of its own; read the frozen copy."""
-    return trial.study._storage.get_trial(trial._trial_id)
 
 
 def original_number(trial, frozen=None) -> int:
@@ -51,18 +46,12 @@ def original_number(trial, frozen=None) -> int:
     return trial.number if retried is None else retried
 
 
-def checkpoint_dir(spec: StudySpec, study: str, original: int) -> Path:
-    return Path(spec.runs_dir) / spec.experiment / "checkpoints" / study / f"trial-{original}"
-
-
 def classify(exc: BaseException) -> tuple[str, str]:
     """("prune" | "fail" | "raise", reason) for an exception raised by a trial."""
     reason = f"{type(exc).__name__}: {exc}".strip()
     if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
         return "prune", f"out of memory: {reason}"
     if isinstance(exc, Preempted | DataError | StorageError) or is_transient(exc):
-        return "raise", reason
-    if type(exc).__name__ == "Preempted":  # the training loop's own stop signal
         return "raise", reason
     return "fail", reason
 
@@ -71,8 +60,11 @@ class Objective:
     """Callable objective for ``study.optimize``; ``current_trial`` is the running number."""
 
     def __init__(self, spec: StudySpec, space: spaces.Space, *, study_name: str,
-                 worker_index: int, stop: threading.Event, tracker=None) -> None:
+                 worker_index: int, stop: threading.Event, settings: Settings,
+                 tracker=None) -> None:
+        """``settings``: the worker's own (its data, runs and cache folders)."""
         self.spec, self.space, self.study_name = spec, space, study_name
+        self.settings = settings
         self.worker_index, self.stop, self.tracker = worker_index, stop, tracker
         self.current_trial: int | None = None
         self._data = None
@@ -103,7 +95,7 @@ class Objective:
         except Exception as exc:
             action, reason = classify(exc)
             if action == "raise":
-                if type(exc).__name__ == "Preempted":  # every FAIL says why
+                if isinstance(exc, Preempted):  # every FAIL says why
                     _set_attr(trial, "fail_reason", f"preempted ({reason[:300]}); re-queued "
                               "to resume from its checkpoint")
                 elif is_transient(exc):
@@ -131,11 +123,9 @@ class Objective:
         return report
 
     def _run(self, trial, params: dict[str, Any], original: int):
-        ckpt = checkpoint_dir(self.spec, self.study_name, original)
+        ckpt = self.checkpoint_dir(original)
         stage = self.spec.stage_config
         if self.spec.objective == "simulated":
-            from psy_agents.hpo.simulated import run_simulated
-
             out = run_simulated(params, self.space, epochs=int(params.get("epochs", stage.epochs)),
                                 sim=self.spec.sim, checkpoint_dir=ckpt, report=self._report(trial),
                                 wait=self.stop.wait)
@@ -145,10 +135,13 @@ class Objective:
         _set_attr(trial, "metrics", {k: float(v) for k, v in result.metrics.items()})
         return result.best_value, result.epochs_run, result.resumed_from_epoch, result.stopped
 
+    def checkpoint_dir(self, original: int) -> Path:
+        """Where trial ``original`` (and each retry of it) keeps its resume checkpoint."""
+        return checkpoint_dir(self.settings.runs_dir, self.spec.experiment, self.study_name,
+                              original)
+
     def train_config(self, params: dict[str, Any], seed: int):
         """TrainConfig = training defaults < stage settings < sampled params < seed."""
-        from psy_agents.training.config import TrainConfig
-
         stage = self.spec.stage_config
         base = {"agent": self.spec.agent, "backbone": self.spec.backbones[0],
                 "epochs": stage.epochs, "patience": stage.patience,
@@ -159,11 +152,9 @@ class Objective:
     def data(self):
         """The prepared data, loaded once per objective and checked against the spec."""
         if self._data is None:
-            from psy_agents.data.prepare import prepare_data
-
-            data = prepare_data(Path(self.spec.data_dir))
+            data = prepare_data(self.settings.data_dir)
             if self.spec.split_hash and data.split_hash != self.spec.split_hash:
-                raise DataError(f"the split of {self.spec.data_dir} (hash {data.split_hash[:12]}) "
+                raise DataError(f"the split of {self.settings.data_dir} (hash {data.split_hash[:12]}) "
                                 f"differs from the study's ({self.spec.split_hash[:12]})",
                                 "give workers the same data and splits file as the launcher")
             self._data = data
@@ -171,12 +162,11 @@ class Objective:
 
     def _train(self, params, original: int, ckpt: Path, report, *, eval_split: str = "val",
                output_dir: Path | None = None, keep: str = "best"):
-        from psy_agents.training.run import run_training
-
         cfg = self.train_config(params, self.spec.base_seed + original)
         return run_training(cfg, self.data(), report=report, checkpoint_dir=ckpt,
                             output_dir=output_dir, eval_split=eval_split,
-                            stop_requested=self.stop.is_set, keep=keep)
+                            stop_requested=self.stop.is_set, keep=keep,
+                            cache_dir=self.settings.cache)
 
 
 def _note_blip(trial, reason: str) -> None:

@@ -18,21 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from psy_agents.errors import StorageError
+from psy_agents.hpo.history import finished_in_order, trial_score
 from psy_agents.hpo.objective import Objective
+from psy_agents.hpo.simulated import epoch_value, run_simulated
 from psy_agents.hpo.spec import StudySpec, load_spec, study_name
+from psy_agents.paths import refit_dir
 
 REFIT_PARAMS_ATTR = "psy_refit_params"
-
-
-def refit_dir(spec: StudySpec) -> Path:
-    return Path(spec.runs_dir) / spec.experiment / "refit" / spec.agent
 
 
 def best_params(storage, study, spec: StudySpec) -> dict[str, Any]:
     """Params of the best of the source stage's first ``budget`` finished trials (stored in
     the refit study on first use so every worker refits the same config)."""
-    from psy_agents.hpo.worker import finished_in_order, trial_score
-
     stored = study.user_attrs.get(REFIT_PARAMS_ATTR)
     if stored is not None:
         return stored
@@ -56,17 +53,20 @@ class RefitObjective(Objective):
     def __init__(self, spec: StudySpec, *, params: dict[str, Any], **kwargs) -> None:
         # Nothing is sampled in a refit (an empty space): the config is fixed.
         super().__init__(spec, (), **kwargs)
+        self.chosen = dict(params)  # with the source trial's number, for the summary
         self.params = {k: v for k, v in params.items() if k != "source_trial"}
 
+    @property
+    def out_dir(self) -> Path:
+        """This agent's refit outputs under the worker's runs folder."""
+        return refit_dir(self.settings.runs_dir, self.spec.experiment, self.spec.agent)
+
     def _run(self, trial, params, original: int):
-        seed_dir = refit_dir(self.spec) / f"seed-{original}"
-        ckpt = Path(self.spec.runs_dir) / self.spec.experiment / "checkpoints" / \
-            self.study_name / f"trial-{original}"
+        seed_dir = self.out_dir / f"seed-{original}"
+        ckpt = self.checkpoint_dir(original)
         stage = self.spec.stage_config
         never = lambda value, epoch: False  # noqa: E731 - refit is never pruned
         if self.spec.objective == "simulated":
-            from psy_agents.hpo.simulated import epoch_value, run_simulated
-
             sim = dict(self.spec.sim) | {"run_seed": original}
             space = self.spec.search_space
             out = run_simulated(self.params, space, epochs=stage.epochs, sim=sim,
@@ -87,30 +87,27 @@ class RefitObjective(Objective):
         return metrics["value"], epochs_run, resumed, "completed"
 
 
-def run_refit(worker, study, spec: StudySpec) -> int:
-    """Run refit seeds until ``spec.budget`` are COMPLETE, then write the summary once."""
+def refit_study(storage, name: str, spec: StudySpec, **objective_kwargs):
+    """(study, objective) for the refit study ``name``: nothing is sampled or pruned, and
+    each trial trains the source stage's best config with its own seed. The caller runs
+    trials until ``spec.budget`` are COMPLETE, then calls :func:`write_summary`."""
     import optuna
-    from optuna.trial import TrialState
 
-    study = optuna.load_study(study_name=study.study_name, storage=worker.storage,
+    study = optuna.load_study(study_name=name, storage=storage,
                               sampler=optuna.samplers.RandomSampler(seed=spec.base_seed),
                               pruner=optuna.pruners.NopPruner())
-    params = best_params(worker.storage, study, spec)
-    objective = RefitObjective(spec, study_name=study.study_name,
-                               worker_index=worker.cfg.index, stop=worker.stop, params=params)
-    code = worker.optimize(study, objective, spec.budget, (TrialState.COMPLETE,))
-    if code == 0:
-        write_summary(study, spec, params)
-    return code
+    params = best_params(storage, study, spec)
+    return study, RefitObjective(spec, study_name=name, params=params, **objective_kwargs)
 
 
-def write_summary(study, spec: StudySpec, params: dict[str, Any]) -> bool:
+def write_summary(study, objective: RefitObjective) -> bool:
     """Write metrics.json + config.json if this process wins the claim; True if it wrote."""
     from optuna.trial import TrialState
 
+    spec, params = objective.spec, objective.chosen
     seeds = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                    key=lambda t: t.number)
-    out = refit_dir(spec)
+    out = objective.out_dir
     out.mkdir(parents=True, exist_ok=True)
     try:  # O_EXCL: exactly one worker, even on a shared filesystem, writes the summary
         os.close(os.open(out / ".claim", os.O_CREAT | os.O_EXCL | os.O_WRONLY))

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from psy_agents.errors import ConfigError
-from psy_agents.hpo.spec import SPEC_ATTR, StudySpec
+from psy_agents.hpo.spec import SPEC_ATTR, StudySpec, load_spec
 
 
 @dataclass(frozen=True)
@@ -111,8 +111,6 @@ def trial_record(t) -> dict[str, Any]:
 
 
 def load_trials(storage, name: str):
-    from psy_agents.hpo.spec import load_spec
-
     study, spec = load_spec(storage, name)
     return study, spec, study.get_trials(deepcopy=False)
 

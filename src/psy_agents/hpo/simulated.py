@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from psy_agents.errors import Preempted
 from psy_agents.hpo.spaces import Param, Space, Value
 
 CHECKPOINT_FILE = "simulated.json"
@@ -96,8 +97,6 @@ def run_simulated(params: Mapping[str, Value], space: Space, *, epochs: int, sim
     Raises:
         Preempted: ``wait`` reported a stop request (the checkpoint holds the last epoch).
     """
-    from psy_agents.hpo.objective import Preempted
-
     values = _load(checkpoint_dir)
     resumed = len(values) - 1 if values else None
     for epoch, value in enumerate(values):

@@ -66,7 +66,8 @@ _CLS_LOSS: Space = (
 _NEG_RATIO = Param("neg_ratio", "float", 0.25, 4.0, log=True)
 _LOSS_WEIGHT = Param("loss_weight", "float", 0.2, 0.8)
 
-# Agents are data: what each one's heads and loss actually read.
+# Agents are data: what each one's heads and loss actually read, keyed by the agent table's
+# names (psy_agents.agents.registry; a test checks the keys match).
 AGENT_EXTRAS: dict[str, Space] = {
     "criteria": (_POOLING, *_CLS_LOSS),
     "evidence": (_NEG_RATIO,),

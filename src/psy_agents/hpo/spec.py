@@ -3,7 +3,10 @@
 A study is one (experiment, agent, stage), named ``{experiment}.{agent}.{stage}``. The
 launcher creates the schema and *every* study of every agent's chain once
 (:func:`create_campaign`) and stores a :class:`StudySpec` as JSON in each study's user
-attrs; a worker needs only the storage URL, a study name and its index.
+attrs; a worker needs only the storage URL, a study name, its index, and where data and
+checkpoints live on its own machine (its command line says; see ``Backend.worker_paths``).
+A spec holds only what is the same on every machine (plan, space, data and split hashes),
+never a path.
 """
 
 from __future__ import annotations
@@ -16,12 +19,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from psy_agents.config import from_mapping
+from psy_agents.data.prepare import prepare_data
 from psy_agents.errors import ConfigError, StorageError
 from psy_agents.hpo import spaces
+from psy_agents.hpo.connect import StorageSettings, create_schema_once
 from psy_agents.hpo.stages import StageConfig, load_plan, load_stages
-from psy_agents.hpo.storage import StorageSettings, create_schema_once, mask_url
+from psy_agents.hpo.storage_url import mask_url
+from psy_agents.settings import DEFAULT_DATA_DIR
 
 SPEC_ATTR = "psy_spec"
+# Keys that specs written by earlier versions held (launcher paths); dropped when read.
+_RETIRED_KEYS = ("data_dir", "runs_dir")
 NARROWED_ATTR = "psy_narrowed_space"
 
 
@@ -49,10 +57,8 @@ class StudySpec:
     n_workers: int = 1
     n_startup_trials: int = 10
     backbones: tuple[str, ...] = ("tiny",)
-    data_dir: str = ""
     data_hash: str = ""
     split_hash: str = ""
-    runs_dir: str = "runs"
     train_defaults: dict[str, Any] = field(default_factory=dict)
     sim: dict[str, Any] = field(default_factory=dict)
 
@@ -74,7 +80,12 @@ class StudySpec:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StudySpec:
-        return from_mapping(cls, data, source="study spec")
+        return from_mapping(cls, current_keys(data), source="study spec")
+
+
+def current_keys(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored spec without the keys earlier versions wrote and this one has retired."""
+    return {k: v for k, v in stored.items() if k not in _RETIRED_KEYS}
 
 
 @dataclass(frozen=True)
@@ -92,7 +103,6 @@ class CampaignOverrides:
     seeds: int | None = None
     backbones: tuple[str, ...] = ("tiny",)
     base_seed: int = 0
-    runs_dir: str = "runs"
     train: dict[str, Any] = field(default_factory=dict)
     sim: dict[str, Any] = field(default_factory=dict)
 
@@ -131,15 +141,13 @@ def resolve_stages(stages: str | Sequence[str] | Sequence[StageConfig],
 def _data_hashes(data_dir: Path, objective: str) -> tuple[str, str]:
     if objective != "train":
         return "", ""  # the simulated workload reads no data
-    from psy_agents.data.prepare import prepare_data
-
     data = prepare_data(data_dir)
     return data.data_hash, data.split_hash
 
 
 def create_campaign(storage_url: str, *, experiment: str, agents: Sequence[str],
                     stages: str | Sequence[str] | Sequence[StageConfig], n_workers: int,
-                    overrides: CampaignOverrides | None = None, data_dir: Path = Path("data/sample"),
+                    overrides: CampaignOverrides | None = None, data_dir: Path = DEFAULT_DATA_DIR,
                     stages_file: Path | None = None,
                     settings: StorageSettings | None = None) -> Campaign:
     """Create the schema and every study of every agent's chain, storing each spec.
@@ -171,8 +179,8 @@ def create_campaign(storage_url: str, *, experiment: str, agents: Sequence[str],
                 budget=stage.budget(agent), objective=o.objective,
                 space=tuple(spaces.space_to_json(space)), base_seed=o.base_seed,
                 n_workers=n_workers, n_startup_trials=max(n_workers, 10),
-                backbones=tuple(o.backbones), data_dir=str(data_dir), data_hash=data_hash,
-                split_hash=split_hash, runs_dir=o.runs_dir, train_defaults=dict(o.train),
+                backbones=tuple(o.backbones), data_hash=data_hash,
+                split_hash=split_hash, train_defaults=dict(o.train),
                 sim=dict(o.sim))
             _create_or_check(storage, spec)
             every.append(spec.name)
@@ -189,7 +197,9 @@ def _create_or_check(storage, spec: StudySpec) -> None:
     stored = study.user_attrs.get(SPEC_ATTR)
     if stored is None:
         study.set_user_attr(SPEC_ATTR, wanted)
-    elif stored != wanted:
+        return
+    stored = current_keys(stored)
+    if stored != wanted:
         diff = sorted(k for k in wanted if stored.get(k) != wanted[k])
         raise ConfigError(f"study {spec.name} already exists with a different spec "
                           f"(differs in: {', '.join(diff)})",

@@ -9,7 +9,6 @@ spec; workers read only the database.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any, Literal
 from psy_agents.config import from_mapping, read_toml
 from psy_agents.errors import ConfigError
 
-ENV_STAGES = "PSY_STAGES"
 PACKAGE_STAGES = Path(__file__).resolve().parents[3] / "launch" / "stages.toml"
 
 
@@ -74,11 +72,10 @@ class StageConfig:
 
 
 def stages_path(flag: Path | None = None) -> Path:
-    """The stages file: flag > env PSY_STAGES > ./launch/stages.toml > the repo's copy."""
+    """The stages file: ``flag`` (``--stages-file`` / env ``PSY_STAGES``, resolved by the
+    CLI) > ./launch/stages.toml > the packaged copy."""
     if flag is not None:
         return flag
-    if os.environ.get(ENV_STAGES):
-        return Path(os.environ[ENV_STAGES])
     local = Path("launch") / "stages.toml"
     return local if local.is_file() else PACKAGE_STAGES
 

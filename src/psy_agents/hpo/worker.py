@@ -16,8 +16,6 @@ it; 2 a user error (bad storage URL, unknown study, unusable data, or
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import signal
@@ -26,22 +24,18 @@ import time
 import zlib
 from dataclasses import dataclass
 
-from psy_agents.errors import ConfigError, StorageError
-from psy_agents.hpo import spaces
-from psy_agents.hpo.objective import Objective, TrialFailed
-from psy_agents.hpo.spec import NARROWED_ATTR, StudySpec, load_spec, study_name
-from psy_agents.hpo.storage import (
-    StorageSettings,
-    is_postgres,
-    is_transient,
-    open_storage,
-    requeue_orphans,
-    retry_callback,
-    scrub,
-)
+from psy_agents.errors import EXIT_REQUEUE, ConfigError, Preempted, TrialFailed
+from psy_agents.hpo.connect import StorageSettings, is_transient, open_storage
+from psy_agents.hpo.history import finished_states, stage_space
+from psy_agents.hpo.objective import Objective
+from psy_agents.hpo.recovery import requeue_orphans, retry_callback
+from psy_agents.hpo.refit import refit_study, write_summary
+from psy_agents.hpo.spec import StudySpec, load_spec
+from psy_agents.hpo.storage_url import is_postgres, scrub
+from psy_agents.settings import Settings
+from psy_agents.tracking import Tracker
 
 EXIT_DONE = 0
-EXIT_REQUEUE = 75
 # A storage outage is waited out with capped exponential backoff (see blip_wait_s): a
 # worker resumes at most ~15 s after the database is back, and gives up after MAX_BLIPS
 # failed rounds in a row, about 5 to 9 minutes of outage.
@@ -53,26 +47,29 @@ _log = logging.getLogger("psy_agents.worker")
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    storage_url: str
+    """What a worker is handed by its command line.
+
+    Attributes:
+        settings: the storage URL and this machine's data, runs and cache folders.
+        studies: the first study of each chain, in this worker's order of preference.
+        index: the worker's index (seeds its sampler).
+        connection: heartbeat, retry and pool settings of the storage connection.
+    """
+
+    settings: Settings
     studies: tuple[str, ...]
     index: int
-    settings: StorageSettings
+    connection: StorageSettings = StorageSettings()
 
 
 def blip_wait_s(blips: int, uniform=random.uniform) -> float:
     """Seconds to wait after the ``blips``-th storage failure in a row: 2, 4, 8, then 15 s,
     each times a jitter in [0.5, 1] so that many workers do not reconnect in lockstep.
 
-    Why capped: uncapped doubling left a worker asleep for 32 s after a 30 s outage had
-    ended; the cap bounds that delay, the count (MAX_BLIPS) bounds the outage waited out.
+    Capped so a worker reconnects within 15 s of the database returning; MAX_BLIPS rounds
+    wait out at least 4 minutes of outage.
     """
     return min(2.0 ** blips, BLIP_WAIT_MAX_S) * uniform(0.5, 1.0)
-
-
-def finished_states():
-    from optuna.trial import TrialState
-
-    return (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 def sampler_seed(base_seed: int, index: int, n_trials_seen: int, study: str = "") -> int:
@@ -108,66 +105,14 @@ def make_pruner(spec: StudySpec):
     return optuna.pruners.NopPruner()
 
 
-def finished_in_order(study) -> list:
-    """COMPLETE + PRUNED trials in completion order (ties by number): the same on every worker."""
-    trials = study.get_trials(deepcopy=False, states=finished_states())
-    return sorted(trials, key=lambda t: (t.datetime_complete, t.number))
-
-
-def trial_score(trial) -> float:
-    """COMPLETE: its value; PRUNED: its last reported value (ranks below similar completes)."""
-    if trial.value is not None:
-        return float(trial.value)
-    if trial.intermediate_values:
-        return float(trial.intermediate_values[max(trial.intermediate_values)])
-    return float("-inf")
-
-
-def stage_space(storage, study, spec: StudySpec) -> spaces.Space:
-    """The space this study samples: the full one, or narrowed from its source stage.
-
-    The first worker to compute a narrowed space stores it in the study's user attrs and
-    later workers read it back, so every worker samples one space even if the source
-    study's trials are later re-ordered by clock skew.
-    """
-    stage = spec.stage_config
-    if not stage.narrow_from:
-        return spec.search_space
-    stored = study.user_attrs.get(NARROWED_ATTR)
-    if stored is not None:
-        _log.info("%s: space narrowed from %s (stored) sha=%s", study.study_name,
-                  stage.narrow_from, _sha(stored))
-        return spaces.space_from_json(stored)
-    source, source_spec = load_spec(storage, study_name(spec.experiment, spec.agent,
-                                                        stage.narrow_from))
-    first = finished_in_order(source)[: source_spec.budget]
-    if len(first) < source_spec.budget:
-        raise StorageError(f"stage {stage.narrow_from} of {spec.agent} has {len(first)} of "
-                           f"{source_spec.budget} finished trials", "run its workers first")
-    narrowed = spaces.narrow(spec.search_space, [(t.params, trial_score(t)) for t in first],
-                             stage.top_k, stage.margin)
-    as_json = spaces.space_to_json(narrowed)
-    _log.info("%s: space narrowed from %s (computed) sha=%s", study.study_name,
-              stage.narrow_from, _sha(as_json))
-    study.set_user_attr(NARROWED_ATTR, as_json)
-    return narrowed
-
-
-def _sha(space_json) -> str:
-    blob = json.dumps(space_json, sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def make_tracker(spec: StudySpec, name: str):
-    """An MLflow tracker for ``name`` when MLFLOW_TRACKING_URI is set, else None."""
-    from psy_agents.tracking import Tracker
-
+def make_tracker(spec: StudySpec, name: str, uri: str | None) -> Tracker | None:
+    """An MLflow tracker for study ``name`` when a tracking ``uri`` is given, else None."""
     stage = spec.stage_config
     params = {"agent": spec.agent, "stage": stage.name, "budget": spec.budget,
               "objective": spec.objective, "pruner": stage.pruner, "epochs": stage.epochs,
               "backbones": ",".join(spec.backbones), "base_seed": spec.base_seed,
               "data_hash": spec.data_hash, "split_hash": spec.split_hash}
-    return Tracker.from_env(spec.experiment, name, params)
+    return Tracker.maybe(uri, spec.experiment, name, params)
 
 
 class Worker:
@@ -187,8 +132,8 @@ class Worker:
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGUSR2):
             signal.signal(sig, self._on_signal)
-        self.storage = open_storage(self.cfg.storage_url, self.cfg.settings)
-        async_commit(self.storage, self.cfg.storage_url)
+        self.storage = open_storage(self.cfg.settings.storage, self.cfg.connection)
+        async_commit(self.storage, self.cfg.settings.storage)
         chains = [load_spec(self.storage, name)[1].chain for name in self.cfg.studies]
         for chain in chains:
             for name in chain:
@@ -199,9 +144,7 @@ class Worker:
     def _run_study(self, name: str) -> int:
         study, spec = load_spec(self.storage, name)
         if spec.stage_config.is_refit:
-            from psy_agents.hpo.refit import run_refit
-
-            return run_refit(self, study, spec)
+            return self._run_refit(name, spec)
         import optuna
 
         seen = len(study.get_trials(deepcopy=False))
@@ -210,8 +153,20 @@ class Worker:
                                   pruner=make_pruner(spec))
         objective = Objective(spec, stage_space(self.storage, study, spec), study_name=name,
                               worker_index=self.cfg.index, stop=self.stop,
-                              tracker=make_tracker(spec, name))
+                              settings=self.cfg.settings,
+                              tracker=make_tracker(spec, name, self.cfg.settings.tracking_uri))
         return self.optimize(study, objective, spec.budget, finished_states())
+
+    def _run_refit(self, name: str, spec: StudySpec) -> int:
+        """Refit seeds until ``spec.budget`` are COMPLETE, then the summary, written once."""
+        from optuna.trial import TrialState
+
+        study, objective = refit_study(self.storage, name, spec, worker_index=self.cfg.index,
+                                       stop=self.stop, settings=self.cfg.settings)
+        code = self.optimize(study, objective, spec.budget, (TrialState.COMPLETE,))
+        if code == EXIT_DONE:
+            write_summary(study, objective)
+        return code
 
     def optimize(self, study, objective: Objective, budget: int, states) -> int:
         """Run trials until ``budget`` trials in ``states`` exist and none waits for a retry."""
@@ -238,8 +193,7 @@ class Worker:
                 blips = 0
                 self._check_failures(study.study_name)
             except Exception as exc:
-                # Preempted: ours (simulated) or the training loop's class of the same name.
-                if type(exc).__name__ == "Preempted":
+                if isinstance(exc, Preempted):
                     self._requeue(study, objective.current_trial)
                     return EXIT_REQUEUE
                 if not is_transient(exc) or blips >= MAX_BLIPS:
@@ -248,7 +202,7 @@ class Worker:
                 requeue = objective.current_trial if requeue is None else requeue
                 wait_s = blip_wait_s(blips)
                 _log.warning("[w%d] storage blip (%s); retrying in %.1f s", self.cfg.index,
-                             scrub(type(exc).__name__, self.cfg.storage_url), wait_s)
+                             scrub(type(exc).__name__, self.cfg.settings.storage), wait_s)
                 self.stop.wait(wait_s)
         return EXIT_REQUEUE
 
@@ -294,7 +248,7 @@ class Worker:
             if trial.number == number:
                 if preempted:
                     study.set_user_attr(f"preempted_{number}", True)
-                retry_callback(self.cfg.settings.max_retry)(study, trial)
+                retry_callback(self.cfg.connection.max_retry)(study, trial)
                 _log.warning("[w%d] trial #%d re-queued for resume", self.cfg.index, number)
 
     def _drain(self, names: list[str]) -> int:
@@ -316,7 +270,7 @@ class Worker:
             if not busy:
                 return EXIT_DONE
             self.stop.wait(poll_s)
-            poll_s = min(2 * poll_s, float(self.cfg.settings.heartbeat_interval_s))
+            poll_s = min(2 * poll_s, float(self.cfg.connection.heartbeat_interval_s))
         return EXIT_REQUEUE
 
 
@@ -332,11 +286,10 @@ def async_commit(storage, url: str) -> None:
     """Postgres: this worker's commits stop waiting for the WAL flush (``synchronous_commit
     off`` on its sessions).
 
-    Why: a trial makes ~40 small commits (params, user attrs, one report per epoch), and
-    waiting for each fsync was a third of the per-trial overhead `launch bench storage`
-    measured. A Postgres *server* crash can lose the last fraction of a second of commits,
-    never corrupt them; the trial concerned then looks RUNNING, its heartbeat goes stale and
-    it is retried from its checkpoint — the path a killed worker already takes.
+    A trial makes ~40 small commits (params, user attrs, one report per epoch); none waits
+    for an fsync. A Postgres *server* crash can lose the last fraction of a second of
+    commits, never corrupt them; the trial concerned then looks RUNNING, its heartbeat goes
+    stale and it is retried from its checkpoint — the path a killed worker already takes.
     """
     if not is_postgres(url):
         return

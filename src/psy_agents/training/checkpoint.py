@@ -17,9 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from psy_agents.agents.backbones import load_pretrained
+from psy_agents.agents.registry import get_agent
 from psy_agents.errors import ConfigError, ModelError
+from psy_agents.lazy import lazy_import
+from psy_agents.training.config import TrainConfig
+
+torch = lazy_import("torch")
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -104,10 +109,6 @@ def load_model(model_dir: Path) -> tuple[Any, Any, Any]:
     Raises:
         ModelError: the directory is missing or is not a saved model.
     """
-    from psy_agents.agents.backbones import load_pretrained
-    from psy_agents.agents.registry import get_agent
-    from psy_agents.training.config import TrainConfig
-
     model_dir = Path(model_dir)
     cfg_path = model_dir / "config.json"
     if not cfg_path.exists() or not (model_dir / "heads.pt").exists():

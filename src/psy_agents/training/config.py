@@ -11,9 +11,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from psy_agents.agents.registry import AGENT_NAMES
 from psy_agents.config import from_mapping
 
-AgentName = Literal["criteria", "evidence", "share", "joint"]
+# The agent table's names (``Literal[("a", "b")]`` is ``Literal["a", "b"]``).
+AgentName = Literal[AGENT_NAMES]  # type: ignore[valid-type]
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
+from psy_agents.errors import Preempted
+from psy_agents.lazy import lazy_import
 from psy_agents.training.batching import batches, collate, plan_epoch, to_device
 from psy_agents.training.evaluate import autocast, evaluate
 
-
-class Preempted(Exception):
-    """``stop_requested()`` said stop: the last finished epoch is checkpointed; requeue me."""
+torch = lazy_import("torch")
 
 
 @dataclass

@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from psy_agents.agents.backbones import cache_root, load_tokenizer, resolve_backbone
+from psy_agents.agents.backbones import load_tokenizer, resolve_backbone
 from psy_agents.agents.registry import get_agent
 from psy_agents.data.features import build_windows
-from psy_agents.errors import ConfigError
+from psy_agents.errors import ConfigError, Preempted
+from psy_agents.lazy import lazy_import
 from psy_agents.training import checkpoint as ckpt
 from psy_agents.training.batching import plan_epoch
 from psy_agents.training.config import TrainConfig
-from psy_agents.training.loop import Preempted, Run, State, fit
+from psy_agents.training.loop import Run, State, fit
+
+torch = lazy_import("torch")
 
 __all__ = ["EpochRecord", "Preempted", "TrainResult", "run_training", "prepare"]
 
@@ -104,17 +106,20 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return max(0.0, 1 - progress)
 
 
-def prepare(cfg: TrainConfig, data: Any, eval_split: str = "val") -> Run:
-    """Build every object of a run; no training happens here.
+def prepare(cfg: TrainConfig, data: Any, eval_split: str = "val", *,
+            cache_dir: Path | None = None) -> Run:
+    """Build every object of a run; no training happens here. Built backbones and
+    tokenized features are cached under ``cache_dir`` (None: features stay in memory and
+    ``tiny`` is built in a private temporary folder).
 
     Raises:
         ConfigError, ModelError, DataError: bad settings, backbone or split.
     """
     spec = get_agent(cfg.agent)
     device = resolve_device(cfg.device)
-    source = resolve_backbone(cfg.backbone, data)
+    source = resolve_backbone(cfg.backbone, data, cache_dir=cache_dir)
     tok = load_tokenizer(source)
-    feats = cache_root() / "features"
+    feats = Path(cache_dir) / "features" if cache_dir is not None else None
     train_pairs, eval_pairs = data.split("train"), data.split(eval_split)
     kw = {"max_length": cfg.max_length, "stride": cfg.stride, "data_hash": data.data_hash,
           "cache_dir": feats}
@@ -144,7 +149,8 @@ def run_training(cfg: TrainConfig, data: Any, *,
                  eval_split: str = "val",
                  on_epoch: Callable[[EpochRecord], None] | None = None,
                  stop_requested: Callable[[], bool] | None = None,
-                 keep: str = "best") -> TrainResult:
+                 keep: str = "best",
+                 cache_dir: Path | None = None) -> TrainResult:
     """Train ``cfg`` on ``data``'s train split, evaluating on ``eval_split`` every epoch.
 
     After each epoch: evaluate -> value (the agent's objective) -> checkpoint (if
@@ -161,13 +167,13 @@ def run_training(cfg: TrainConfig, data: Any, *,
     """
     if keep not in ("best", "last"):
         raise ValueError(f"The value of `keep` is {keep!r}, but must be 'best' or 'last'")
-    run = prepare(cfg, data, eval_split)
+    run = prepare(cfg, data, eval_split, cache_dir=cache_dir)
     cfg_dict = cfg.to_dict()
     saved = ckpt.load_checkpoint(checkpoint_dir, model=run.model, optimizer=run.optimizer,
                                  scheduler=run.scheduler, cfg=cfg_dict)
     state = State(**saved) if saved else State()
     resumed_from = state.epoch if saved else None
-    tok = load_tokenizer(resolve_backbone(cfg.backbone, data))
+    tok = load_tokenizer(resolve_backbone(cfg.backbone, data, cache_dir=cache_dir))
 
     def save(st: State, improved: bool) -> None:
         if checkpoint_dir is not None:

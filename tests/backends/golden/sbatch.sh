@@ -21,7 +21,7 @@
 #SBATCH --wckey=submitit
 
 # setup
-# worker of each array task (inside /images/psy-agents.sif): launch worker --study paper.joint.s1 --index <array task index>
+# worker of each array task (inside /images/psy-agents.sif): launch worker --study paper.joint.s1 --data-dir /shared/data/redsm5 --runs-dir /shared/runs --index <array task index>
 module load cuda/12.4
 
 # command

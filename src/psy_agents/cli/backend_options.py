@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import types
 import typing
 from collections.abc import Callable
@@ -26,7 +27,16 @@ from typing import Any, get_args, get_origin
 import click
 from click.core import ParameterSource
 
-from psy_agents.backends.options import OPTIONS, load_options
+from psy_agents.backends.options import PROFILE_DIR
+from psy_agents.backends.registry import REGISTRY, load_options
+
+# Where the default profiles ``<backend>.toml`` live: ``$PSY_LAUNCH_DIR``, else ./launch.
+PROFILE_DIR_ENV = "PSY_LAUNCH_DIR"
+
+
+def profile_dir() -> Path:
+    """The folder of the default backend profiles (env ``PSY_LAUNCH_DIR``, else ./launch)."""
+    return Path(os.environ.get(PROFILE_DIR_ENV) or PROFILE_DIR)
 
 _GIVEN = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
 
@@ -67,7 +77,8 @@ def _flag_for(backend: str, fld: dataclasses.Field, tp: Any):
 def _table() -> list[tuple[str, str, str, Any, Callable]]:
     """(param name, backend, field, click option, converter) for every flag-able field."""
     rows = []
-    for backend, cls in OPTIONS.items():
+    for backend, backend_cls in REGISTRY.items():
+        cls = backend_cls.options_cls
         hints = typing.get_type_hints(cls)
         for fld in dataclasses.fields(cls):
             made = _flag_for(backend, fld, hints[fld.name])
@@ -101,7 +112,8 @@ def backend_options(f: Callable) -> Callable:
                 continue  # an env var meant for another backend is simply not ours
             overrides[field_name] = convert(value)
         kwargs["backend_options"] = load_options(
-            backend, profile=Path(profile) if profile else None, overrides=overrides)
+            backend, profile=Path(profile) if profile else None, overrides=overrides,
+            profile_dir=profile_dir())
         return f(*args, **kwargs)
 
     for _, _, _, option, _ in reversed(rows):
@@ -112,5 +124,5 @@ def backend_options(f: Callable) -> Callable:
         help="Profile TOML of the selected backend, e.g. launch/<name>.toml "
              "[env: PSY_BACKEND_PROFILE; default: launch/<backend>.toml].")(wrapper)
     return click.option(
-        "--backend", type=click.Choice(sorted(OPTIONS)), default="local", show_default=True,
+        "--backend", type=click.Choice(sorted(REGISTRY)), default="local", show_default=True,
         envvar="PSY_BACKEND", help="Where workers run [env: PSY_BACKEND].")(wrapper)
