@@ -29,7 +29,7 @@ def _full_options(**kw) -> K8sOptions:
                       node_selector={"nvidia.com/gpu.product": "A100"},
                       tolerations=({"key": "nvidia.com/gpu", "operator": "Exists",
                                     "effect": "NoSchedule"},),
-                      queue_name="team-a", max_failed_indexes=2, gpus=2,
+                      queue_name="team-a", max_failed_indexes=2, gpus=1,
                       service_account="psy-worker", **kw)
 
 
@@ -54,7 +54,7 @@ def test_job_rules_a_schema_cannot_check():
     assert spec["podFailurePolicy"]["rules"][0] == {
         "action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
     (container,) = pod["containers"]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["command"][-2:] == ["--index", "$(JOB_COMPLETION_INDEX)"]
     env = {e["name"]: e for e in container["env"]}
     assert env["PSY_STORAGE"] == {"name": "PSY_STORAGE", "valueFrom": {
@@ -76,7 +76,7 @@ def test_no_password_in_any_rendered_or_shipped_manifest(monkeypatch):
 
 
 def test_cpu_job_has_no_gpu_limit_and_no_volume_without_pvc():
-    job = job_manifest(_req(gpus_per_worker=0), K8sOptions(pvc_name=None))
+    job = job_manifest(_req(gpus_per_worker=0), K8sOptions(pvc_name=None, data_pvc=None))
     pod = job["spec"]["template"]["spec"]
     assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
     assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
@@ -232,3 +232,21 @@ def test_unreachable_api_server_is_one_line(tmp_path):
     backend = K8sBackend(K8sOptions(kubeconfig=str(tmp_path / "kc")))
     with pytest.raises(BackendError, match="API server unreachable"):
         backend.submit(_req())
+
+
+def test_data_comes_from_a_read_only_volume_or_the_image():
+    pod = job_manifest(_req(), K8sOptions(data_pvc="redsm5", data_dir="/mnt/redsm5"))[
+        "spec"]["template"]["spec"]
+    assert pod["containers"][0]["volumeMounts"][0] == {
+        "name": "data", "mountPath": "/mnt/redsm5", "readOnly": True}
+    assert pod["volumes"][0] == {"name": "data", "persistentVolumeClaim": {
+        "claimName": "redsm5", "readOnly": True}}
+    baked = job_manifest(_req(), K8sOptions(data_pvc=None, pvc_name=None))["spec"]["template"]
+    assert "volumes" not in baked["spec"] and "volumeMounts" not in baked["spec"]["containers"][0]
+
+
+def test_an_exit_2_fails_its_index_and_anything_else_is_retried():
+    rules = job_manifest(_req(), K8sOptions())["spec"]["podFailurePolicy"]["rules"]
+    assert rules[1] == {"action": "FailIndex", "onExitCodes": {
+        "containerName": "worker", "operator": "In", "values": [2]}}
+    assert len(rules) == 2  # exit 75 (requeue me) and crashes count against the per-index backoff

@@ -80,12 +80,31 @@ def test_flags_override_env_override_profile(tmp_path):
 
 def test_k8s_key_value_flags_and_defaults():
     result = _run(["--backend", "k8s", "--k8s-node-selector", "gpu=a100",
-                   "--k8s-gpus", "2", "--k8s-namespace", "x"])
+                   "--k8s-gpus", "1", "--k8s-namespace", "x"])
     assert result.exit_code == 0, result.output
     assert result.output.strip() == "k8s " + repr(K8sOptions(
-        namespace="x", node_selector={"gpu": "a100"}, gpus=2))
+        namespace="x", node_selector={"gpu": "a100"}, gpus=1))
     result = _run([])
     assert result.output.strip() == "local " + repr(LocalOptions())
+
+
+@pytest.mark.parametrize(("cls", "kwargs", "key"), [
+    (K8sOptions, {"gpus": 2}, "gpus"),
+    (SlurmOptions, {"gpus_per_node": 4}, "gpus_per_node"),
+    (SlurmOptions, {"gres": "gpu:a100:2"}, "gres"),
+    (SlurmOptions, {"gres": "shard:1,gpu:2"}, "gres"),
+])
+def test_profiles_asking_for_idle_gpus_are_refused(cls, kwargs, key):
+    with pytest.raises(ConfigError) as err:
+        cls(**kwargs)
+    assert err.value.format_message().startswith(f"the value of `{key}` asks for ")
+    assert "but a trial trains on one GPU" in err.value.format_message()
+
+
+def test_gres_without_more_than_one_gpu_is_accepted():
+    assert SlurmOptions(gres="gpu:a100:1").gres == "gpu:a100:1"
+    assert SlurmOptions(gres="gpu").gres == "gpu"
+    assert SlurmOptions(gres="shard:4").gres == "shard:4"
 
 
 def test_option_of_an_unselected_backend_is_a_usage_error():

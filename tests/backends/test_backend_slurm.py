@@ -52,8 +52,8 @@ def test_sbatch_script_carries_the_cluster_settings_and_no_secret(monkeypatch):
         assert line in script.splitlines()
     assert "apptainer exec --nv /images/psy-agents.sif python3 -u -m submitit" in script
     assert "hunter2" not in script
-    gres = SlurmBackend(SlurmOptions(gres="gpu:a100:2")).render(req)
-    assert "#SBATCH --gres=gpu:a100:2" in gres and "gpus-per-node" not in gres
+    gres = SlurmBackend(SlurmOptions(gres="gpu:a100:1")).render(req)
+    assert "#SBATCH --gres=gpu:a100:1" in gres and "gpus-per-node" not in gres
 
 
 def test_parse_sacct_expands_pending_ranges():

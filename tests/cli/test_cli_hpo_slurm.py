@@ -27,8 +27,10 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 # Short heartbeats so a killed worker's trial is retried within seconds; Slurm exports the
 # submitting environment, so these reach the array tasks' workers.
 FAST_HEARTBEATS = {"PSY_HEARTBEAT_INTERVAL_S": "1", "PSY_GRACE_PERIOD_S": "4"}
-# One CPU per task: both tasks of the array run at once on the 2-core CI node.
-SLURM_FLAGS = ["--backend", "slurm", "--slurm-cpus-per-task", "1", "--slurm-time-min", "30"]
+# One CPU per task: both tasks of the array run at once on the 2-core CI node, which has no
+# GPU (Slurm workers ask for one GPU each by default).
+SLURM_FLAGS = ["--backend", "slurm", "--gpus-per-worker", "0", "--slurm-cpus-per-task", "1",
+               "--slurm-time-min", "30"]
 
 
 @pytest.fixture

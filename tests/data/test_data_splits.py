@@ -136,6 +136,12 @@ def test_read_only_data_dir_puts_splits_under_runs(data_copy, tmp_path, monkeypa
     assert made.name == f"{data.data_hash[:12]}-splits-4.json"
     assert not (data_copy / "splits-4.json").exists()
     assert read_splits(made)["hash"] == data.split_hash
+    # A worker names its own runs folder (a read-only data volume on a cluster).
+    worker_runs = tmp_path / "checkpoints"
+    prepare._CACHE.clear()  # the in-process cache would hand back the first result
+    again = prepare.prepare_data(data_copy, seed=4, fallback_splits_dir=worker_runs / "splits")
+    [theirs] = (worker_runs / "splits").glob("*-splits-4.json")
+    assert read_splits(theirs)["hash"] == again.split_hash == data.split_hash
 
 
 def test_prepare_data_strict_and_bad_ratios_write_nothing(data_copy, snapshot):

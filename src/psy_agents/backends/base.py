@@ -128,6 +128,10 @@ class Backend(Protocol):
     def check_available(self) -> None:
         """Raise BackendError (one line) when the backend cannot be used from here."""
 
+    def default_gpus_per_worker(self) -> int:
+        """GPUs per worker when the user names none: 1 on clusters (workers are GPU
+        workers), locally 1 when this machine has a visible GPU, else 0 (CPU)."""
+
     def worker_paths(self, data_dir: Path, runs_dir: Path) -> tuple[str, str]:
         """(data folder, runs folder) as the workers see them, given the launcher's: the
         launcher's own absolute paths locally, shared-filesystem paths on Slurm, the pod's

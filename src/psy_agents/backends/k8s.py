@@ -18,7 +18,7 @@ from typing import Any
 
 from psy_agents.backends.base import Handle, LaunchRequest, WorkerState, parse_index_ranges
 from psy_agents.backends.options import K8sOptions
-from psy_agents.errors import BackendError
+from psy_agents.errors import USAGE_EXIT, BackendError
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
 EXPERIMENT_LABEL = "psy-agents/experiment"
@@ -76,11 +76,26 @@ def _pod_spec(req: LaunchRequest, opts: K8sOptions) -> dict[str, Any]:
     if opts.tolerations:
         spec["tolerations"] = [dict(t) for t in opts.tolerations]
     spec["containers"] = [container]
-    if opts.pvc_name:
-        container["volumeMounts"] = [{"name": "checkpoints", "mountPath": opts.checkpoint_mount}]
-        spec["volumes"] = [{"name": "checkpoints",
-                            "persistentVolumeClaim": {"claimName": opts.pvc_name}}]
+    mounts, volumes = _volumes(opts)
+    if mounts:
+        container["volumeMounts"] = mounts
+        spec["volumes"] = volumes
     return spec
+
+
+def _volumes(opts: K8sOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumeMounts, volumes): the data PVC read-only at ``data_dir`` (none: the data is
+    baked into the image there) and the checkpoint PVC at ``checkpoint_mount``."""
+    mounts, volumes = [], []
+    if opts.data_pvc:
+        mounts.append({"name": "data", "mountPath": opts.data_dir, "readOnly": True})
+        volumes.append({"name": "data", "persistentVolumeClaim": {
+            "claimName": opts.data_pvc, "readOnly": True}})
+    if opts.pvc_name:
+        mounts.append({"name": "checkpoints", "mountPath": opts.checkpoint_mount})
+        volumes.append({"name": "checkpoints",
+                        "persistentVolumeClaim": {"claimName": opts.pvc_name}})
+    return mounts, volumes
 
 
 def job_manifest(req: LaunchRequest, opts: K8sOptions) -> dict[str, Any]:
@@ -99,9 +114,13 @@ def job_manifest(req: LaunchRequest, opts: K8sOptions) -> dict[str, Any]:
         spec["maxFailedIndexes"] = opts.max_failed_indexes
     spec["ttlSecondsAfterFinished"] = opts.ttl_seconds_after_finished
     # A pod evicted or preempted (drain, spot reclaim, Kueue) does not count as a failure:
-    # the worker saved a checkpoint on SIGTERM and a new pod for the index resumes it.
+    # the worker saved a checkpoint on SIGTERM and a new pod for the index resumes it. A
+    # worker that exits 2 met a user error (bad URL, data, study) that a retry repeats: its
+    # index fails at once. Any other exit (75 "requeue me", a crash) is retried per index.
     spec["podFailurePolicy"] = {"rules": [
-        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]}
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailIndex", "onExitCodes": {"containerName": "worker", "operator": "In",
+                                                "values": [USAGE_EXIT]}}]}
     spec["template"] = {"metadata": {"labels": dict(labels)}, "spec": _pod_spec(req, opts)}
     return {"apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": job_name(req.experiment), "namespace": opts.namespace,
@@ -121,6 +140,10 @@ class K8sBackend:
     def check_available(self) -> None:
         """Raises BackendError when no kube config (file or in-cluster) can be loaded."""
         self._api_client()
+
+    def default_gpus_per_worker(self) -> int:
+        """Cluster workers are GPU workers: one GPU each (``--gpus-per-worker 0`` for CPU)."""
+        return 1
 
     def worker_paths(self, data_dir: Path, runs_dir: Path) -> tuple[str, str]:
         """The pod's folders, whatever the launcher's: ``data_dir`` of the profile, and the

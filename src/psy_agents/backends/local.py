@@ -90,6 +90,12 @@ class LocalBackend:
     def check_available(self) -> None:
         """Always available; nothing to check beyond the request itself."""
 
+    def default_gpus_per_worker(self) -> int:
+        """One GPU per worker when GPUs are visible (the profile's ``devices``, else
+        CUDA_VISIBLE_DEVICES / nvidia-smi), else CPU workers."""
+        devices = self.options.devices if self.options.devices is not None else detect_devices()
+        return 1 if devices else 0
+
     def worker_paths(self, data_dir: Path, runs_dir: Path) -> tuple[str, str]:
         """Workers run on this machine: the launcher's folders, made absolute."""
         return str(Path(data_dir).resolve()), str(Path(runs_dir).resolve())

@@ -46,6 +46,10 @@ class SlurmBackend:
                 raise BackendError(f"`{tool}` not found on PATH, so Slurm cannot be used here",
                                    "run on a Slurm login node or use --backend local")
 
+    def default_gpus_per_worker(self) -> int:
+        """Cluster workers are GPU workers: one GPU each (``--gpus-per-worker 0`` for CPU)."""
+        return 1
+
     def worker_paths(self, data_dir: Path, runs_dir: Path) -> tuple[str, str]:
         """The profile's shared-filesystem folders, else the launcher's absolute ones (a
         login node and its compute nodes usually share the home and project filesystems)."""
@@ -61,7 +65,9 @@ class SlurmBackend:
     def python(self) -> str:
         opts = self.options
         if opts.apptainer_image:
-            return f"apptainer exec --nv {shlex.quote(opts.apptainer_image)} {opts.python or 'python3'}"
+            binds = "".join(f" --bind {shlex.quote(b)}" for b in opts.apptainer_binds)
+            return (f"apptainer exec --nv{binds} {shlex.quote(opts.apptainer_image)} "
+                    f"{opts.python or 'python3'}")
         return opts.python or shlex.quote(sys.executable)
 
     def sbatch_params(self, req: LaunchRequest) -> dict[str, Any]:
@@ -71,8 +77,10 @@ class SlurmBackend:
             "job_name": f"psy-{req.experiment}", "time": opts.time_min, "nodes": 1,
             "ntasks_per_node": 1, "cpus_per_task": opts.cpus_per_task,
             "array_parallelism": opts.array_parallelism, "signal_delay_s": opts.signal_delay_s,
-            # Preempted tasks go back to the queue instead of failing.
-            "additional_parameters": {"requeue": True},
+            # Preempted tasks go back to the queue instead of failing; then the site's own
+            # options, passed through (the options class refuses any of ours).
+            "additional_parameters": {"requeue": True, **{
+                k.lstrip("-").replace("-", "_"): v for k, v in sorted(opts.additional.items())}},
         }
         gpus = opts.gpus_per_node if opts.gpus_per_node is not None else req.gpus_per_worker
         if opts.gres:

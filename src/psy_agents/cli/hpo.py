@@ -20,6 +20,7 @@ from psy_agents.agents.registry import AGENT_NAMES
 from psy_agents.backends.base import worker_command
 from psy_agents.cli.backend_options import backend_options
 from psy_agents.cli.options import shared_options
+from psy_agents.errors import ConfigError
 from psy_agents.settings import STORAGE_ENV, Settings
 
 FOLLOW_EVERY_S = 5.0
@@ -155,6 +156,22 @@ def _summary(storage_url: str, experiment: str) -> None:
         click.echo(format_status(row))
 
 
+def one_device(gpus_per_worker: int) -> int:
+    """``gpus_per_worker`` if a worker can use all of it (0 or 1).
+
+    Raises:
+        ConfigError: more than one GPU per worker: a trial trains on one device, so the
+            others would sit idle for the whole campaign.
+    """
+    if gpus_per_worker > 1:
+        raise ConfigError(
+            f"--gpus-per-worker {gpus_per_worker}: a trial trains on one GPU, so "
+            f"{gpus_per_worker - 1} of each worker's GPUs would sit idle",
+            f"use --gpus-per-worker 1 and {gpus_per_worker}x the --workers (each worker "
+            "takes its own GPU)")
+    return gpus_per_worker
+
+
 def parse_fixed(items: tuple[str, ...]) -> dict[str, Any]:
     """``("max_length=256", ...)`` -> ``{"max_length": 256}``, keys and types checked
     against TrainConfig (ranges are checked per trial, beside the sampled values).
@@ -199,8 +216,10 @@ def parse_fixed(items: tuple[str, ...]) -> dict[str, Any]:
               help="Override every stage's epoch cap (quick runs).")
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Override the refit stage's number of seeds.")
-@click.option("--gpus-per-worker", type=click.IntRange(min=0), default=0, show_default=True,
-              help="GPUs per worker (0 = CPU).")
+@click.option("--gpus-per-worker", type=click.IntRange(min=0), default=None,
+              help="GPUs per worker: 0 for CPU-only workers, else 1 (a trial trains on one "
+                   "device, so more would idle and are refused) [default: 1 on slurm and "
+                   "k8s; local: 1 when GPUs are visible, else 0].")
 @click.option("--fix", "fixed", multiple=True, metavar="KEY=VALUE",
               help="Hold a training setting for every trial and leave it out of the "
                    "search, e.g. --fix max_length=256 (repeatable; keys and values as in "
@@ -217,7 +236,7 @@ def parse_fixed(items: tuple[str, ...]) -> dict[str, Any]:
 @backend_options
 def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, workers: int,
         backbones: tuple[str, ...], trials: int | None, epochs: int | None,
-        seeds: int | None, gpus_per_worker: int, fixed: tuple[str, ...], objective: str,
+        seeds: int | None, gpus_per_worker: int | None, fixed: tuple[str, ...], objective: str,
         dry_run: bool, follow: bool, settings: Settings, backend: str,
         backend_options) -> int:
     """Start a hyperparameter search: create the studies, then start N workers.
@@ -239,6 +258,8 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, wor
     url = absolute_sqlite(settings.storage)
     experiment = settings.experiment
     be = get_backend(backend, backend_options)
+    gpus_per_worker = one_device(be.default_gpus_per_worker() if gpus_per_worker is None
+                                 else gpus_per_worker)
     first_studies = tuple(study_name(experiment, a, plan_stages[0].name) for a in _agents(agent))
     paths = be.worker_paths(settings.data_dir, settings.runs_dir)
     req = LaunchRequest(

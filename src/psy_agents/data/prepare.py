@@ -52,11 +52,13 @@ def profiles_of(dataset: Dataset) -> dict[str, frozenset[str]]:
     return {p: frozenset(s) for p, s in present.items()}
 
 
-def default_splits_path(data_dir: Path, seed: int, data_hash: str) -> Path:
-    """``<data_dir>/splits-<seed>.json``, or under ``runs/splits/`` if the dir is read-only."""
+def default_splits_path(data_dir: Path, seed: int, data_hash: str,
+                        fallback_dir: Path = FALLBACK_SPLITS_DIR) -> Path:
+    """``<data_dir>/splits-<seed>.json``, or under ``fallback_dir`` (keyed by the data hash)
+    if the data folder is read-only (a read-only volume on a cluster)."""
     if os.access(data_dir, os.W_OK):
         return data_dir / f"splits-{seed}.json"
-    return FALLBACK_SPLITS_DIR / f"{data_hash[:12]}-splits-{seed}.json"
+    return Path(fallback_dir) / f"{data_hash[:12]}-splits-{seed}.json"
 
 
 _CACHE: dict[tuple, PreparedData] = {}
@@ -76,10 +78,12 @@ def _cache_key(data_dir: Path, splits_path: Path | None, *args) -> tuple:
 
 def prepare_data(data_dir: Path, *, splits_path: Path | None = None, seed: int = 13,
                  ratios: tuple[float, float, float] = (0.7, 0.15, 0.15),
-                 include_special_case: bool = False, strict: bool = False) -> PreparedData:
+                 include_special_case: bool = False, strict: bool = False,
+                 fallback_splits_dir: Path = FALLBACK_SPLITS_DIR) -> PreparedData:
     """Validated pairs of ``data_dir`` split by post.
 
-    Creates the splits file (``splits_path``, else :func:`default_splits_path`) on first use
+    Creates the splits file (``splits_path``, else :func:`default_splits_path`, which uses
+    ``fallback_splits_dir`` when ``data_dir`` is read-only) on first use
     and reuses it afterwards. Cached in-process: the same arguments on unchanged files
     return the same object.
 
@@ -93,7 +97,8 @@ def prepare_data(data_dir: Path, *, splits_path: Path | None = None, seed: int =
     if key in _CACHE:
         return _CACHE[key]
     dataset = load_dataset(data_dir, include_special_case=include_special_case, strict=strict)
-    path = splits_path or default_splits_path(data_dir, seed, dataset.data_hash)
+    path = splits_path or default_splits_path(data_dir, seed, dataset.data_hash,
+                                              fallback_splits_dir)
     body = ensure_splits(path, profiles_of(dataset), SYMPTOMS, data_hash=dataset.data_hash,
                          seed=seed, ratios=ratios)
     where = {post: name for name in SPLITS for post in body[name]}

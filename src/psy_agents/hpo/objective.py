@@ -152,7 +152,9 @@ class Objective:
     def data(self):
         """The prepared data, loaded once per objective and checked against the spec."""
         if self._data is None:
-            data = prepare_data(self.settings.data_dir)
+            # A read-only data volume: the splits file goes under the worker's runs folder.
+            data = prepare_data(self.settings.data_dir,
+                                fallback_splits_dir=self.settings.runs_dir / "splits")
             if self.spec.split_hash and data.split_hash != self.spec.split_hash:
                 raise DataError(f"the split of {self.settings.data_dir} (hash {data.split_hash[:12]}) "
                                 f"differs from the study's ({self.spec.split_hash[:12]})",
