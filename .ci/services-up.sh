@@ -33,6 +33,9 @@ if [ -x "$here/slurm-up.sh" ] || [ -f "$here/slurm-up.sh" ]; then
     bash "$here/slurm-up.sh"
 fi
 
+# podman and a Debian base image for the container end-to-end tests.
+bash "$here/containers-up.sh"
+
 # Headless Chromium renders `launch report` pages in the report tests.
 if ! command -v chromium >/dev/null 2>&1; then
     echo "[services] installing chromium (report rendering tests)"
