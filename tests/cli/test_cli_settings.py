@@ -71,6 +71,9 @@ def test_every_command_help_names_each_shared_options_env_var(command):
     for flag in shown:
         # the flag's own help entry (up to the next option) names its variable
         entry = text.split(f"{flag} ", 1)[1].split(" --", 1)[0]
+        if command == ["worker"] and flag == "--cache-dir":  # see the test below
+            assert "not read from the environment" in entry, entry
+            continue
         assert f"env: {SHARED_FLAGS[flag]}" in entry, (flag, entry)
     if command == ["hpo"]:
         assert set(shown) >= {"--storage", "--experiment", "--runs-dir", "--data-dir",
@@ -111,6 +114,29 @@ def test_worker_heartbeat_settings_from_its_environment_are_checked(tmp_path, en
     assert out.returncode == 2
     assert message in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "o.db").exists()
+
+
+def test_a_worker_never_takes_the_launchers_cache_dir_from_its_environment():
+    """A Slurm task inherits the submitting shell's environment: PSY_CACHE_DIR there is a
+    folder of the launcher's machine, so `launch worker` does not read it."""
+    from psy_agents.cli.worker import worker
+
+    (cache,) = [p for p in worker.params if p.name == "cache_dir"]
+    assert cache.envvar is None
+    (runs,) = [p for p in worker.params if p.name == "runs_dir"]
+    assert runs.envvar == "PSY_RUNS_DIR"  # overridden by the --runs-dir its backend writes
+
+
+def test_k8s_with_a_local_sqlite_storage_is_refused_before_anything_is_made(tmp_path):
+    out = launch(["hpo", "--agent", "joint", "--backend", "k8s"], cwd=tmp_path,
+                 env={"PSY_LAUNCH_DIR": str(tmp_path / "none")})
+    assert out.returncode == 2
+    assert out.stderr == ("error: --backend k8s with the SQLite storage "
+                          f"sqlite:///{tmp_path}/runs/optuna.db: the pods cannot reach a file "
+                          "on this machine, and they read the URL from the Secret — pass "
+                          "--storage (or PSY_STORAGE) with the PostgreSQL URL the Secret "
+                          "holds\n")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_hpo_honours_psy_runs_dir_where_status_and_cancel_look(tmp_path):

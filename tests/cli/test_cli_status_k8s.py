@@ -38,8 +38,9 @@ def _running_pod(core, index: int) -> None:
     core.patch_namespaced_pod_status(name, NS, {"status": {"phase": "Running"}})
 
 
-def test_status_reads_the_job_back_and_cancel_deletes_it(tmp_path, kubeconfig):
-    db = f"sqlite:///{tmp_path / 'optuna.db'}"
+@pytest.mark.postgres
+def test_status_reads_the_job_back_and_cancel_deletes_it(tmp_path, kubeconfig, pg_url):
+    db = pg_url  # the database the pods would reach (a launcher-local SQLite is refused)
     runs = str(tmp_path / "runs")
     common = ["--experiment", "kx", "--runs-dir", runs]
     out = launch(["hpo", "--agent", "criteria", "--stage", "s1", "--objective", "simulated",

@@ -21,6 +21,7 @@ from psy_agents.backends.base import worker_command
 from psy_agents.cli.backend_options import backend_options
 from psy_agents.cli.options import shared_options
 from psy_agents.errors import ConfigError
+from psy_agents.hpo.storage_url import sqlite_path
 from psy_agents.settings import STORAGE_ENV, Settings
 
 FOLLOW_EVERY_S = 5.0
@@ -65,7 +66,7 @@ def _plan_stages(chain: str | tuple[str, ...], stages_file: Path | None):
 
 def _check_sources(url: str, experiment: str, agents: tuple[str, ...], plan_stages) -> None:
     """Fail before anything is created when a stage builds on a study that does not exist."""
-    from psy_agents.errors import ConfigError, StorageError
+    from psy_agents.errors import StorageError
     from psy_agents.hpo.connect import open_storage
     from psy_agents.hpo.spec import study_name
 
@@ -156,6 +157,20 @@ def _summary(storage_url: str, experiment: str) -> None:
         click.echo(format_status(row))
 
 
+def refuse_local_storage(backend: str, url: str) -> None:
+    """Kubernetes workers read the storage URL from the Secret, on other machines: a SQLite
+    file of the launcher's machine cannot be the database they use.
+
+    Raises:
+        ConfigError: ``--backend k8s`` with a SQLite storage.
+    """
+    if backend == "k8s" and sqlite_path(url) is not None:
+        raise ConfigError(
+            f"--backend k8s with the SQLite storage {url}: the pods cannot reach a file on "
+            "this machine, and they read the URL from the Secret",
+            "pass --storage (or PSY_STORAGE) with the PostgreSQL URL the Secret holds")
+
+
 def one_device(gpus_per_worker: int) -> int:
     """``gpus_per_worker`` if a worker can use all of it (0 or 1).
 
@@ -182,7 +197,6 @@ def parse_fixed(items: tuple[str, ...]) -> dict[str, Any]:
     import json
 
     from psy_agents.config import checked_fields
-    from psy_agents.errors import ConfigError
     from psy_agents.training.config import TrainConfig
 
     out: dict[str, Any] = {}
@@ -271,6 +285,7 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, wor
     if dry_run:
         click.echo(be.render(req))
         return 0
+    refuse_local_storage(backend, url)
     be.check_available()  # before anything is created
     _check_sources(url, experiment, _agents(agent), plan_stages)
     overrides = CampaignOverrides(

@@ -57,7 +57,11 @@ def own_chain_first(studies: tuple[str, ...], index: int) -> tuple[str, ...]:
               envvar="PSY_GRACE_PERIOD_S",
               help="A trial without a heartbeat for this long is failed and retried "
                    "elsewhere [env: PSY_GRACE_PERIOD_S].")
-@shared_options("storage", "data_dir", "runs_dir", "cache_dir", "tracking_uri")
+# The cache is a folder of this machine: never the launcher's PSY_CACHE_DIR, which a Slurm
+# task inherits with the rest of the submitting shell's environment.
+@shared_options("storage", "data_dir", "runs_dir", "cache_dir", "tracking_uri",
+                cache_dir={"envvar": None, "help": "Built tiny models and tokenized features "
+                           "[default: <runs-dir>/cache; not read from the environment]."})
 def worker(studies: tuple[str, ...], index: int, heartbeat_interval_s: int,
            grace_period_s: int, settings: Settings) -> int:
     from psy_agents.hpo.connect import StorageSettings

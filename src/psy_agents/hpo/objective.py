@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,11 @@ def original_number(trial, frozen=None) -> int:
 def classify(exc: BaseException) -> tuple[str, str]:
     """("prune" | "fail" | "raise", reason) for an exception raised by a trial."""
     reason = f"{type(exc).__name__}: {exc}".strip()
-    if type(exc).__name__ == "OutOfMemoryError" or isinstance(exc, MemoryError):
+    # torch's OOM class is matched only if torch is loaded: an exception cannot be one
+    # before that, and classifying an error never imports torch.
+    torch = sys.modules.get("torch")
+    if isinstance(exc, MemoryError) or (
+            torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)):
         return "prune", f"out of memory: {reason}"
     if isinstance(exc, Preempted | DataError | StorageError) or is_transient(exc):
         return "raise", reason
