@@ -11,7 +11,8 @@ from pathlib import Path
 
 
 def experiment_dir(runs_dir: Path, experiment: str) -> Path:
-    """``<runs_dir>/<experiment>``: logs, the backend handle, checkpoints, refit outputs."""
+    """``<runs_dir>/<experiment>``: logs, the backend handle, checkpoints, kept models,
+    refit outputs."""
     return Path(runs_dir) / experiment
 
 
@@ -19,6 +20,17 @@ def checkpoint_dir(runs_dir: Path, experiment: str, study: str, original: int) -
     """The resume checkpoint of trial ``original`` of ``study`` and of every retry of it
     (a retry keeps its original's number, so it resumes where the original stopped)."""
     return experiment_dir(runs_dir, experiment) / "checkpoints" / study / f"trial-{original}"
+
+
+def models_dir(runs_dir: Path, experiment: str, study: str) -> Path:
+    """The kept best-epoch models of ``study``'s top-k COMPLETE trials, one ``trial-<n>/``
+    folder each (:func:`model_dir`)."""
+    return experiment_dir(runs_dir, experiment) / "models" / study
+
+
+def model_dir(runs_dir: Path, experiment: str, study: str, number: int) -> Path:
+    """The kept model of trial ``number`` of ``study`` (a ``launch eval --model`` folder)."""
+    return models_dir(runs_dir, experiment, study) / f"trial-{number}"
 
 
 def refit_dir(runs_dir: Path, experiment: str, agent: str) -> Path:

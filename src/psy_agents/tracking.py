@@ -7,9 +7,11 @@ trial (``train-<agent>``).
 The MLflow experiment is the psy-agents experiment; the parent run is tagged
 ``psy.study=<study>`` and found again by every worker (two workers racing at the very first
 trial may each create one; children still carry the study tag). Children log the trial's
-params, the per-epoch value, final value, state and metrics. A tracking outage never fails a
-trial: each failure is one warning, after which tracking pauses for ``PAUSE_S`` seconds.
-Nothing secret is logged: params come from the search space and the spec, never the URL.
+params, the per-epoch value, final value, state and metrics; a model the study keeps (its
+top-k, :mod:`psy_agents.hpo.models`) is logged as the ``model/`` artifacts of its trial's run.
+A tracking outage never fails a trial: each failure is one warning, after which tracking
+pauses for ``PAUSE_S`` seconds. Nothing secret is logged: params come from the search space
+and the spec, a model folder holds weights, tokenizer and the TrainConfig; never the URL.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 _log = logging.getLogger("psy_agents.tracking")
@@ -34,7 +37,8 @@ class Tracker:
         self.spec_params = spec_params
         self.client = None
         self.parent_id: str | None = None
-        self.children: dict[int, str] = {}
+        self.children: dict[int, str] = {}  # trial number -> run id, while it runs
+        self.ended: dict[int, str] = {}  # ... and once it has ended
         self._paused_until = 0.0
 
     @classmethod
@@ -104,6 +108,7 @@ class Tracker:
         run_id = self.children.pop(number, None)
         if run_id is None:
             return
+        self.ended[number] = run_id
 
         def end() -> None:
             self.client.set_tag(run_id, "psy.state", state)
@@ -112,3 +117,18 @@ class Tracker:
                 self.client.log_metric(run_id, key, float(val))
             self.client.set_terminated(run_id, "FINISHED" if state != "FAIL" else "FAILED")
         self._safe("end_trial", end)
+
+    def log_model(self, number: int, model_dir: Path) -> None:
+        """Log the files of ``model_dir`` as the ``model/`` artifacts of trial ``number``'s
+        run (this worker's, else the study's run tagged with that trial)."""
+        def log() -> None:
+            run_id = self.ended.get(number) or self.children.get(number)
+            if run_id is None:
+                self._parent()
+                found = self.client.search_runs(
+                    [self._exp_id], filter_string=f"tags.`psy.study` = '{self.study}' and "
+                                                  f"tags.`psy.trial` = '{number}'", max_results=1)
+                run_id = found[0].info.run_id if found else None
+            if run_id is not None:
+                self.client.log_artifacts(run_id, str(model_dir), artifact_path="model")
+        self._safe("log_model", log)

@@ -184,14 +184,17 @@ def test_submit_status_cancel_against_emulated_api(kube, tmp_path):
     backend.cancel(handle)  # idempotent
 
 
-def test_duplicate_submit_is_a_one_line_409_error(kube, tmp_path):
-    _, kubeconfig = kube
+def test_a_second_submit_takes_the_next_name_and_409_only_when_every_name_is_taken(
+        kube, tmp_path):
+    emulator, kubeconfig = kube
     backend = K8sBackend(K8sOptions(kubeconfig=str(kubeconfig)))
     backend.submit(_req())
+    assert backend.submit(_req()).job_id == "psy-paper-run-1-2"
+    emulator.emu["post /apis/batch/v1/namespaces/psy-agents/jobs"] << 409
     with pytest.raises(BackendError) as err:
         backend.submit(_req())
     assert err.value.format_message() == (
-        "cannot create Job psy-paper-run-1 in namespace psy-agents: it already exists "
+        "cannot create Job psy-paper-run-1-21 in namespace psy-agents: it already exists "
         "(409 Conflict) — run `launch cancel --experiment Paper_Run.1` or pick another "
         "experiment name")
 
@@ -243,6 +246,20 @@ def test_data_comes_from_a_read_only_volume_or_the_image():
         "claimName": "redsm5", "readOnly": True}}
     baked = job_manifest(_req(), K8sOptions(data_pvc=None, pvc_name=None))["spec"]["template"]
     assert "volumes" not in baked["spec"] and "volumeMounts" not in baked["spec"]["containers"][0]
+
+
+def test_two_workers_per_gpu_run_in_each_pod_and_the_yaml_says_so():
+    text = K8sBackend(_full_options()).render(_req(workers_per_gpu=2))
+    assert text.splitlines()[0] == ("# each pod I runs 2 worker processes, indices 2*I to "
+                                    "2*I+1 (`--procs 2`), each with 1/2 of the GPU's memory")
+    job = yaml.safe_load(text)
+    kubernetes_validate.validate(job, "1.30.0", strict=True)
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert container["command"][-4:] == ["--procs", "2", "--index", "$(JOB_COMPLETION_INDEX)"]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"  # one GPU, shared
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 4  # pods, not processes
+    one = yaml.safe_load(K8sBackend(_full_options()).render(_req()))
+    assert {**job, "spec": one["spec"]} == one  # only the pod command differs
 
 
 def test_an_exit_2_fails_its_index_and_anything_else_is_retried():

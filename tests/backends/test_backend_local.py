@@ -43,11 +43,29 @@ def test_detect_devices_reads_cuda_visible_devices():
     assert detect_devices({"CUDA_VISIBLE_DEVICES": ""}) == ()
 
 
-def _req(tmp_path: Path, mode: str, n: int, gpus: int = 0) -> LaunchRequest:
+def _req(tmp_path: Path, mode: str, n: int, gpus: int = 0, per_gpu: int = 1) -> LaunchRequest:
     return LaunchRequest(experiment="e1", n_workers=n,
                          worker_argv=standin_argv(tmp_path / "rec", mode),
                          run_dir=tmp_path / "runs" / "e1", env={"PSY_EXTRA": "plain"},
-                         secret_env_names=("PSY_STORAGE",), gpus_per_worker=gpus)
+                         secret_env_names=("PSY_STORAGE",), gpus_per_worker=gpus,
+                         workers_per_gpu=per_gpu)
+
+
+def test_two_workers_per_gpu_start_every_process_on_its_slots_gpu(tmp_path):
+    (tmp_path / "rec").mkdir()
+    req = _req(tmp_path, "done", 2, gpus=1, per_gpu=2)
+    handle = LocalBackend(LocalOptions(devices=("7", "8"))).submit(req)
+    got = [records(tmp_path / "rec", i) for i in range(4)]
+    assert [(r[0]["cuda"], r[0]["gpu_share"]) for r in got] == \
+        [("7", "2"), ("7", "2"), ("8", "2"), ("8", "2")]
+    assert [w["state"] for w in handle.data["workers"]] == ["succeeded"] * 4
+    assert sorted(p.name for p in (req.run_dir / "logs").iterdir()) == \
+        [f"worker-{i}.log" for i in range(4)]
+    with pytest.raises(BackendError) as err:  # 3 slots of 2 on 2 GPUs: one would take 4
+        LocalBackend(LocalOptions(devices=("7", "8"))).render(_req(tmp_path, "done", 3, 1, 2))
+    assert err.value.format_message() == (
+        "--workers 3 with --workers-per-gpu 2 asks for 3 GPU slots, but 2 GPU(s) are visible "
+        "— use --workers 2 and --workers-per-gpu 3 (the same number of processes)")
 
 
 def test_workers_get_their_slot_index_env_and_inherited_secret(tmp_path, monkeypatch):

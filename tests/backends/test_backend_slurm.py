@@ -6,6 +6,7 @@ The `slurm` tests need the single-node cluster of `.ci/slurm-up.sh`. They skip o
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -54,6 +55,22 @@ def test_sbatch_script_carries_the_cluster_settings_and_no_secret(monkeypatch):
     assert "hunter2" not in script
     gres = SlurmBackend(SlurmOptions(gres="gpu:a100:1")).render(req)
     assert "#SBATCH --gres=gpu:a100:1" in gres and "gpus-per-node" not in gres
+
+
+def test_two_workers_per_gpu_run_in_each_array_task(monkeypatch):
+    monkeypatch.setenv("PSY_STORAGE", SECRET)
+    backend, req = _golden_request()
+    two = dataclasses.replace(req, workers_per_gpu=2)
+    script = backend.render(two).splitlines()
+    assert ("# worker of each array task (inside /images/psy-agents.sif): launch worker "
+            "--study paper.joint.s1 --data-dir /shared/data/redsm5 --runs-dir /shared/runs "
+            "--procs 2 --index <array task index>") in script
+    assert ("# each array task I runs 2 worker processes, indices 2*I to 2*I+1 "
+            "(`--procs 2`), each with 1/2 of the GPU's memory") in script
+    assert "#SBATCH --array=0-7%4" in script and "#SBATCH --gpus-per-node=1" in script
+    # what the task really runs (the pickled callable) is the same slot command
+    assert backend._task(two).worker_argv == (*req.worker_argv, "--procs", "2")
+    assert backend._task(req).worker_argv == req.worker_argv
 
 
 def test_parse_sacct_expands_pending_ranges():

@@ -179,15 +179,18 @@ def test_two_pods_finish_a_training_campaign_from_the_data_volume(
     states = harness.run(tmp_path / "logs", timeout_s=900)
     assert states == {0: "succeeded", 1: "succeeded"}, _logs(tmp_path)
     trials = _trials(pg_url, "pods.criteria.s1")
-    assert sum(t.state == TrialState.COMPLETE for t in trials) >= 2, _logs(tmp_path)
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2, _logs(tmp_path)
     assert {t.user_attrs["worker_index"] for t in trials} <= {0, 1}
     # The data volume is read only: nothing was added to it; the split went to the
-    # checkpoint volume, as did the tiny model and each trial's checkpoint.
+    # checkpoint volume, as did the tiny model and the two trials' kept best models (their
+    # resume checkpoints are deleted once the trials are COMPLETE).
     ckpt = volumes["psy-checkpoints"]
     assert sorted(p.name for p in volumes["psy-data"].iterdir()) == data_before
     assert list((ckpt / "splits").glob("*-splits-13.json")), _logs(tmp_path)
     assert list((ckpt / "cache").glob("tiny-*/config.json"))
-    assert len(list((ckpt / "pods" / "checkpoints" / "pods.criteria.s1").glob("trial-*"))) >= 2
+    kept = sorted((ckpt / "pods" / "models" / "pods.criteria.s1").glob("trial-*/heads.pt"))
+    assert len(kept) == 2, _logs(tmp_path)
+    assert not list((ckpt / "pods" / "checkpoints").rglob("checkpoint.pt"))
 
 
 SIM = {"objective": "simulated", "sim": {"epoch_s": 1.0, "seed": 2}}

@@ -86,3 +86,47 @@ def test_plan_rejects_a_file_that_is_not_a_bench_output(tmp_path):
                                    "--from-bench", bad])
     assert res.exit_code == 2
     assert "not a `launch bench ... --out` file" in res.output
+
+
+def test_project_disk_counts_running_trials_and_kept_models():
+    disk = bp.project_disk({"criteria": 1e6, "joint": 2e6}, workers=4, trials=100,
+                           models_per_study=3)
+    # each running trial: the largest agent's checkpoint, twice while rewritten, + its model
+    assert disk.running_trials == 4 and disk.trial_bytes == pytest.approx(2e6 * (2 * 12 + 4))
+    assert disk.kept_bytes == pytest.approx(3 * (1e6 + 2e6) * 4)
+    assert disk.peak_bytes == pytest.approx(4 * 2e6 * 28 + 3 * 3e6 * 4)
+    few = bp.project_disk({"share": 1e6}, workers=8, trials=2, models_per_study=0)
+    assert few.running_trials == 2 and few.kept_bytes == 0
+
+
+def test_count_params_of_the_bundled_and_the_tiny_backbone():
+    # the tiny formula is checked against a built tiny model in tests/training/test_train_keep.py
+    minilm = bp.count_params("minilm")
+    assert minilm.value == 22_713_216 and minilm.source.startswith("counted: ")
+    tiny = bp.count_params("tiny")
+    assert tiny.value == bp.tiny_params(bp.TINY_VOCAB) and tiny.source.startswith("estimate")
+    assert bp.agent_params("joint", 10.0) == 20.0 and bp.agent_params("share", 10.0) == 10.0
+
+
+def test_plan_projects_peak_disk_beside_wall_time(tmp_path):
+    out = tmp_path / "plan.json"
+    res = CliRunner().invoke(cli, ["plan", "--agent", "all", "--workers", "16",
+                                   "--epoch-seconds", "criteria=1,evidence=1,share=1,joint=1",
+                                   "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    disk = json.loads(out.read_text())["disk"]
+    joint = 2 * 22_713_216  # two encoders; the largest agent sizes each running trial
+    kept = 3 * 22_713_216 * (1 + 1 + 1 + 2) * 4  # keep_models 3 of the max stage, 4 studies
+    assert disk["peak_bytes"] == pytest.approx(16 * joint * 28 + kept)
+    assert disk["estimate"] and disk["backbone"] == "minilm"
+    assert "peak disk 21.7 GB (ESTIMATE: 12 bytes/param per checkpoint" in res.output
+    assert "kept models: 3 per study x 4 studies = 1.4 GB" in res.output
+
+
+def test_plan_with_a_backbone_it_cannot_count_is_one_clear_error():
+    res = CliRunner().invoke(cli, ["plan", "--agent", "criteria", "--workers", "4",
+                                   "--epoch-seconds", "criteria=1", "--backbone", "org/model"])
+    assert res.exit_code == 2
+    assert res.output.strip() == ("error: cannot count the parameters of backbone 'org/model' "
+                                  "(no local *.safetensors) — give --backbone tiny, minilm or "
+                                  "a local model folder")

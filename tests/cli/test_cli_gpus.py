@@ -31,13 +31,43 @@ def _normalized(text: str, tmp_path: Path) -> str:
     return text.replace(str(tmp_path), "<cwd>").replace(sys.executable, "<python>")
 
 
-@pytest.mark.parametrize(("backend", "golden"), [("slurm", "hpo-slurm.sh"),
-                                                 ("k8s", "hpo-k8s.yaml")])
-def test_the_users_command_asks_for_one_gpu_per_worker(tmp_path, backend, golden):
-    out = _dry_run(tmp_path, "--backend", backend)
+@pytest.mark.parametrize(("backend", "golden", "per_gpu"), [
+    ("slurm", "hpo-slurm.sh", []), ("k8s", "hpo-k8s.yaml", []),
+    # two worker processes in each array task / pod, sharing its one GPU
+    ("slurm", "hpo-slurm-2-per-gpu.sh", ["--workers-per-gpu", "2"]),
+    ("k8s", "hpo-k8s-2-per-gpu.yaml", ["--workers-per-gpu", "2"]),
+])
+def test_the_users_command_asks_for_one_gpu_per_worker(tmp_path, backend, golden, per_gpu):
+    out = _dry_run(tmp_path, "--backend", backend, *per_gpu)
     assert out.returncode == 0, out.stderr
     assert _normalized(out.stdout, tmp_path) == (GOLDEN / golden).read_text()
     assert os.listdir(tmp_path) == []  # a dry run creates nothing
+
+
+def test_two_workers_per_gpu_differ_from_one_only_in_what_each_slot_runs():
+    """The K=2 goldens are the K=1 ones plus the slot's `--procs 2` and a first comment
+    saying what each slot runs: the same array, the same Job, one GPU per task / pod."""
+    pairs = {"hpo-slurm.sh": ("hpo-slurm-2-per-gpu.sh", "--procs 2 ", "array task"),
+             "hpo-k8s.yaml": ("hpo-k8s-2-per-gpu.yaml", "        - --procs\n        - '2'\n",
+                              "pod")}
+    for one, (two, procs, slot) in pairs.items():
+        text = (GOLDEN / two).read_text()
+        comment = (f"# each {slot} I runs 2 worker processes, indices 2*I to 2*I+1 "
+                   "(`--procs 2`), each with 1/2 of the GPU's memory\n")
+        assert text.count(comment) == text.count(procs) == 1
+        assert text.replace(comment, "").replace(procs, "") == (GOLDEN / one).read_text()
+
+
+def test_local_workers_per_gpu_share_each_slot(tmp_path):
+    out = launch(["hpo", "--agent", "joint", "--workers", "2", "--workers-per-gpu", "2",
+                  "--dry-run"], cwd=tmp_path,
+                 env={"CUDA_VISIBLE_DEVICES": "0,1",
+                      "PSY_LAUNCH_DIR": str(tmp_path / "no-profiles")})
+    assert out.returncode == 0, out.stderr
+    lines = [line.split() for line in out.stdout.splitlines() if line.startswith("env ")]
+    assert [(w[1], w[w.index("--gpu-share") + 1], w[w.index("--index") + 1]) for w in lines] \
+        == [("CUDA_VISIBLE_DEVICES=0", "2", "0"), ("CUDA_VISIBLE_DEVICES=0", "2", "1"),
+            ("CUDA_VISIBLE_DEVICES=1", "2", "2"), ("CUDA_VISIBLE_DEVICES=1", "2", "3")]
 
 
 @pytest.mark.parametrize(("backend", "gpu_line"), [("slurm", "#SBATCH --gpus-per-node=1"),

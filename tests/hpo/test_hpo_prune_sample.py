@@ -6,10 +6,17 @@ sampler seed is fixed by the study name, so the trials' parameters are the same 
 Measured: trial 0 (lr 9.4e-4) stood at val span F1 0.67 after 2 epochs and completed at
 0.95; at that first rung trials 1-3 stood at 0.0, 0.07 and 0.28, below it, and successive
 halving stopped all three there.
+
+The same run checks the disk lifecycle with real training (DESIGN §5 "Disk"): afterwards
+no resume checkpoint remains, the study keeps the best-epoch models of its top-k (s1 keeps
+3) COMPLETE trials and nothing else, and `launch eval` on the best one reproduces the
+trial's value — it is the best epoch's model. (Checkpoints surviving a kill and a
+preemption: tests/hpo/test_hpo_models.py and tests/reliability/test_chaos.py.)
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +26,9 @@ import pytest
 from optuna.trial import TrialState
 
 from psy_agents.hpo.connect import open_storage
+from psy_agents.hpo.stages import load_stages
+from psy_agents.paths import checkpoint_dir, model_dir, models_dir
+from psy_agents.training.checkpoint import CHECKPOINT
 
 EPOCHS = 3
 # The window and batch settings are held (not searched) so that the run's cost does not
@@ -52,3 +62,18 @@ def test_s1_on_the_sample_prunes_a_trial_before_its_last_epoch(tmp_path, repo_ro
     assert max(t.value for t in complete) > 0.1, summary
     assert len({t.intermediate_values[0] for t in trials if t.intermediate_values}) > 1 or \
         len({t.intermediate_values.get(1) for t in trials}) > 1, summary
+
+    runs, name = tmp_path / "runs", "prune.evidence.s1"
+    assert checkpoint_dir(runs, "prune", name, 0).parent.is_dir()  # checkpoints were here
+    assert list(runs.rglob(CHECKPOINT)) == []  # ... and none of a finished trial remains
+    (stage,) = load_stages(["s1"], repo_root / "launch" / "stages.toml")
+    top = sorted(complete, key=lambda t: (-t.value, t.number))[: stage.keep_models]
+    assert sorted(p.name for p in models_dir(runs, "prune", name).iterdir()) == \
+        sorted(f"trial-{t.number}" for t in top), summary
+    best = model_dir(runs, "prune", name, top[0].number)
+    proc = subprocess.run([sys.executable, "-m", "psy_agents.cli.main", "eval", "--model",
+                           str(best), "--split", "val"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    evaluated = json.loads((best / "eval-val.json").read_text())["value"]
+    assert evaluated == pytest.approx(top[0].value, abs=1e-6), (evaluated, summary)

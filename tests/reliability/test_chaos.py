@@ -123,7 +123,8 @@ def test_sigkills_and_a_postgres_restart_lose_nothing(private_pg, tmp_path):
     assert code == 0, logs[-4000:]
     study, spec = load_spec(open_storage(url), name)
     trials = study.get_trials()
-    assert sum(t.state in FINISHED for t in trials) >= BUDGET
+    # A restart drops the budget lock: workers inside it may each start one trial too many.
+    assert BUDGET <= sum(t.state in FINISHED for t in trials) <= BUDGET + 4 - 1
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     after = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
     assert before_restart and all(after.get(n) == v for n, v in before_restart.items())

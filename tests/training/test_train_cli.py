@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -53,3 +54,38 @@ def test_joint_trains_offline_on_the_bundled_minilm(tmp_path, repo_root):
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 1
     assert {"symptom_macro_f1", "span_f1"} <= set(metrics["history"][0]["metrics"])
+
+
+def _train_argv(tmp_path) -> list[str]:
+    # 1 epoch on 6 posts per split of the sample with the tiny model: a few batches.
+    return [sys.executable, "-m", "psy_agents.cli.main", "train", "--agent", "criteria",
+            "--epochs", "1", "--limit-posts", "6", "--out", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "cache")]
+
+
+def _train_env(repo_root) -> dict[str, str]:
+    return {**os.environ, "PSY_DATA_DIR": str(repo_root / "data" / "sample"),
+            "MLFLOW_TRACKING_URI": ""}
+
+
+def test_train_on_a_terminal_draws_batch_bars(tmp_path, repo_root):
+    from tests.cli.test_cli_progress import run_on_pty
+
+    code, text, _ = run_on_pty(_train_argv(tmp_path), tmp_path, _train_env(repo_root),
+                               timeout=120)
+    assert code == 0, text[-3000:]
+    # tqdm: a bar over the epoch's batches and one over the evaluation's, redrawn with \r
+    assert re.search(r"\repoch 1/1: +\d+%\|.*\| \d+/\d+ \[", text), repr(text[:2000])
+    assert re.search(r"\reval: +\d+%\|.*\| \d+/\d+ \[", text), repr(text[:2000])
+    assert re.search(r"[\r\n]epoch 1/1: loss \d\.\d{4} objective \d\.\d{4} \(\d+\.\ds\)", text)
+
+
+def test_train_off_a_terminal_writes_a_line_per_epoch_and_no_bar(tmp_path, repo_root):
+    proc = subprocess.run(_train_argv(tmp_path), cwd=tmp_path, env=_train_env(repo_root),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "\r" not in proc.stderr and "%|" not in proc.stderr, proc.stderr
+    epochs = [line for line in proc.stderr.splitlines() if line.startswith("epoch ")]
+    assert len(epochs) == 1 and re.fullmatch(
+        r"epoch 1/1: loss \d\.\d{4} objective \d\.\d{4} \(\d+\.\ds\)", epochs[0]), proc.stderr
+    assert json.loads(proc.stdout)["agent"] == "criteria"

@@ -10,9 +10,10 @@ from psy_agents.backends.base import (
     LaunchRequest,
     WorkerState,
     load_handle,
+    load_handles,
     save_handle,
 )
 from psy_agents.backends.registry import REGISTRY, get_backend, start
 
 __all__ = ["REGISTRY", "Backend", "Handle", "LaunchRequest", "WorkerState", "get_backend",
-           "load_handle", "save_handle", "start"]
+           "load_handle", "load_handles", "save_handle", "start"]

@@ -5,13 +5,23 @@ a Kubernetes Indexed Job). The launcher builds one :class:`LaunchRequest`, calls
 ``check_available()`` before anything is created, then ``submit()``, and records the
 returned :class:`Handle` under ``runs/<experiment>/backend.json`` so ``launch status`` and
 ``launch cancel`` find the workers later.
+
+An experiment may be launched several times (``launch hpo`` again adds workers to the same
+studies, on any backend). Each launch has a number (1, 2, ...) and its own handle; the file
+keeps them all: the latest launch at the top level, in the one-handle format of earlier
+versions (which is still read, as launch 1), and the launches before it under ``earlier``::
+
+    {"backend": "slurm", "experiment": "e", "job_id": "41", "launch": 2, "data": {...},
+     "earlier": [{"backend": "local", "job_id": "7001", "launch": 1, ...}]}
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +39,13 @@ class LaunchRequest:
 
     Attributes:
         experiment: experiment name; names the run dir, the Slurm job and the k8s Job.
-        n_workers: how many copies of the worker to start (>= 1).
+        n_workers: how many GPU slots to start (>= 1): local slots, Slurm array tasks, pods.
+        workers_per_gpu: worker processes per slot (>= 1), ``n_workers * workers_per_gpu``
+            in all. A slot started as one command (Slurm task, pod) runs
+            :attr:`slot_command`, whose ``--procs K`` starts the K processes; the local
+            backend starts each process itself (:meth:`argv_for`).
+        launch: this launch's number among the experiment's launches (1 = the first);
+            names the k8s Job and the local log folder of a later launch apart.
         worker_argv: the worker command WITHOUT the index; backends append ``--index I``.
         env: non-secret environment for every worker (written into scripts and manifests).
         secret_env_names: names of secret variables (e.g. ``PSY_STORAGE``). Local workers get
@@ -51,6 +67,8 @@ class LaunchRequest:
     secret_env_names: tuple[str, ...] = ()
     gpus_per_worker: int = 0
     options: Any = None
+    workers_per_gpu: int = 1
+    launch: int = 1
     secret_values: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +77,12 @@ class LaunchRequest:
                                "pass --workers 1 or more")
         if not self.worker_argv:
             raise BackendError("the worker command is empty", "pass the `launch worker ...` argv")
+        for name in ("workers_per_gpu", "launch"):
+            if getattr(self, name) < 1:
+                raise BackendError(
+                    f"the value of `{name}` is {getattr(self, name)}, but must be >= 1",
+                    "pass --workers-per-gpu 1 or more" if name == "workers_per_gpu"
+                    else "number launches from 1")
         if self.gpus_per_worker < 0:
             raise BackendError(
                 f"the value of `gpus_per_worker` is {self.gpus_per_worker}, but must be >= 0",
@@ -68,9 +92,25 @@ class LaunchRequest:
             raise BackendError(f"secret variable {leaked[0]} is also in the plain env",
                                "pass it only as a secret name")
 
+    @property
+    def n_processes(self) -> int:
+        """Worker processes in all: ``n_workers * workers_per_gpu``."""
+        return self.n_workers * self.workers_per_gpu
+
+    @property
+    def slot_command(self) -> tuple[str, ...]:
+        """The command of one slot (a Slurm array task, a pod), without ``--index``: the
+        worker command, plus ``--procs K`` when the slot runs K worker processes (slot I
+        then runs the processes of indices ``I*K`` to ``I*K+K-1``)."""
+        k = self.workers_per_gpu
+        return (*self.worker_argv, "--procs", str(k)) if k > 1 else self.worker_argv
+
     def argv_for(self, index: int) -> list[str]:
-        """The full worker command of worker ``index``."""
-        return [*self.worker_argv, "--index", str(index)]
+        """The full command of worker process ``index`` when a backend starts each process
+        itself; with K processes per GPU it carries ``--gpu-share K``."""
+        k = self.workers_per_gpu
+        share = ["--gpu-share", str(k)] if k > 1 else []
+        return [*self.worker_argv, *share, "--index", str(index)]
 
     def secret_env(self) -> dict[str, str]:
         """The secret variables' values (``secret_values``, else this launcher's environment);
@@ -88,27 +128,46 @@ class Handle:
     Attributes:
         backend: registry key ("local", "slurm", "k8s").
         experiment: experiment name.
-        job_id: the backend's id (supervisor pid, Slurm array job id, k8s Job name).
+        job_id: the backend's id (supervisor pid, Slurm array job id, k8s Job name); empty
+            while the launch is reserved but not yet submitted.
         data: backend-specific extras (namespace, folder, per-worker pids, ...).
+        launch: the launch's number among the experiment's launches (1 = the first).
     """
 
     backend: str
     experiment: str
     job_id: str
     data: dict[str, Any] = field(default_factory=dict)
+    launch: int = 1
+
+    @property
+    def submitted(self) -> bool:
+        """False for a reserved launch whose workers were not submitted (yet)."""
+        return bool(self.job_id)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
+    def from_dict(cls, raw: Any, *, source: str = "backend.json") -> Handle:
+        """A handle from its JSON object; one written before launches were numbered is
+        launch 1. Raises BackendError when ``raw`` is not a handle."""
+        try:
+            return cls(backend=raw["backend"], experiment=raw["experiment"],
+                       job_id=str(raw["job_id"]), data=dict(raw.get("data", {})),
+                       launch=int(raw.get("launch", 1)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BackendError(f"{source}: not a backend handle ({exc!r})",
+                               "delete it and cancel the workers by hand") from None
+
+    @classmethod
     def from_json(cls, text: str, *, source: str = "backend.json") -> Handle:
         try:
             raw = json.loads(text)
-            return cls(backend=raw["backend"], experiment=raw["experiment"],
-                       job_id=str(raw["job_id"]), data=dict(raw.get("data", {})))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        except json.JSONDecodeError as exc:
             raise BackendError(f"{source}: not a backend handle ({exc})",
                                "delete it and cancel the workers by hand") from None
+        return cls.from_dict(raw, source=source)
 
 
 @dataclass(frozen=True)
@@ -171,22 +230,100 @@ def parse_index_ranges(spec: str | None) -> list[int]:
     return out
 
 
-def save_handle(run_dir: Path, handle: Handle) -> Path:
-    """Write ``handle`` atomically to ``run_dir/backend.json`` and return the path."""
+@contextlib.contextmanager
+def _locked(run_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` (the handle file's folder), so that launches
+    of one experiment read and rewrite the handle file one at a time."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / HANDLE_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(handle.to_json() + "\n")
-    os.replace(tmp, path)
-    return path
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
-def load_handle(run_dir: Path) -> Handle:
-    """Read ``run_dir/backend.json``. Raises BackendError when there is none."""
+def _read_launches(run_dir: Path) -> list[Handle]:
+    """Every recorded launch, oldest first ([] without a handle file)."""
     path = run_dir / HANDLE_FILE
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise BackendError(f"{path}: no workers were recorded for this experiment",
-                           "check --experiment and --runs-dir") from None
-    return Handle.from_json(text, source=str(path))
+        return []
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BackendError(f"{path}: not a backend handle ({exc})",
+                           "delete it and cancel the workers by hand") from None
+    earlier = raw.get("earlier", []) if isinstance(raw, dict) else []
+    handles = [Handle.from_dict(h, source=str(path)) for h in [*earlier, raw]]
+    return sorted(handles, key=lambda h: h.launch)
+
+
+def _write_launches(run_dir: Path, handles: list[Handle]) -> Path:
+    path = run_dir / HANDLE_FILE
+    *earlier, latest = sorted(handles, key=lambda h: h.launch)
+    payload = asdict(latest)
+    if earlier:
+        payload["earlier"] = [asdict(h) for h in earlier]
+    tmp = path.with_suffix(f".json.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)  # atomic: a reader sees the old file or the new one
+    return path
+
+
+def save_handle(run_dir: Path, handle: Handle) -> Path:
+    """Record ``handle`` in ``run_dir/backend.json``, replacing the entry of the same
+    launch number and keeping every other launch. Atomic; returns the path."""
+    with _locked(run_dir):
+        others = [h for h in _read_launches(run_dir) if h.launch != handle.launch]
+        return _write_launches(run_dir, [*others, handle])
+
+
+def next_launch(run_dir: Path) -> int:
+    """The number the next launch of the experiment would get (1 when none is recorded)."""
+    return max((h.launch for h in _read_launches(run_dir)), default=0) + 1
+
+
+def reserve_launch(run_dir: Path, backend: str, experiment: str) -> int:
+    """Take the next launch number, recording it as not yet submitted, so that two
+    launchers starting at once get different numbers. Pair with :func:`forget_launch`
+    when the submission fails."""
+    with _locked(run_dir):
+        handles = _read_launches(run_dir)
+        number = max((h.launch for h in handles), default=0) + 1
+        _write_launches(run_dir, [*handles, Handle(backend, experiment, "", launch=number)])
+    return number
+
+
+def forget_launch(run_dir: Path, launch: int) -> None:
+    """Drop launch ``launch`` if it is still only reserved (nothing was submitted); a run
+    dir left empty by that is removed too, so a failed first launch leaves nothing."""
+    with _locked(run_dir):
+        handles = _read_launches(run_dir)
+        kept = [h for h in handles if h.launch != launch or h.submitted]
+        if not kept:
+            (run_dir / HANDLE_FILE).unlink(missing_ok=True)
+        elif len(kept) < len(handles):
+            _write_launches(run_dir, kept)
+    with contextlib.suppress(OSError):  # not empty: other files of the experiment stay
+        run_dir.rmdir()
+
+
+def load_handles(run_dir: Path) -> list[Handle]:
+    """Every launch recorded in ``run_dir/backend.json``, oldest first.
+
+    Raises:
+        BackendError: no handle file (nothing was launched), or it is not one.
+    """
+    handles = _read_launches(run_dir)
+    if not handles:
+        raise BackendError(f"{run_dir / HANDLE_FILE}: no workers were recorded for this "
+                           "experiment", "check --experiment and --runs-dir")
+    return handles
+
+
+def load_handle(run_dir: Path) -> Handle:
+    """The latest launch recorded in ``run_dir/backend.json``. Raises BackendError when
+    there is none."""
+    return load_handles(run_dir)[-1]

@@ -1,5 +1,10 @@
 """Kubernetes backend: one batch/v1 Indexed Job whose N pods each run one worker.
 
+With K workers per GPU each pod runs ``launch worker ... --procs K``: K worker processes on
+its GPU (see :mod:`psy_agents.backends.slot`). Each launch of an experiment is its own Job:
+the first is ``psy-<experiment>``, a later one ``psy-<experiment>-<n>`` (the first free
+name from the launch number on), all with the same experiment label.
+
 The manifest is built as a plain dict (:func:`job_manifest`), printed as YAML for
 ``--dry-run`` and pinned by tests/backends/golden/job.yaml; ``k8s/base/worker-job.yaml`` is
 the same Job as a kustomize template. The storage URL reaches pods only through a
@@ -18,6 +23,7 @@ from typing import Any
 
 from psy_agents.backends.base import Handle, LaunchRequest, WorkerState, parse_index_ranges
 from psy_agents.backends.options import K8sOptions
+from psy_agents.backends.slot import slot_comment
 from psy_agents.errors import USAGE_EXIT, BackendError
 
 INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"
@@ -25,13 +31,23 @@ EXPERIMENT_LABEL = "psy-agents/experiment"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 
-def job_name(experiment: str) -> str:
-    """A DNS-1123 Job name for ``experiment`` (pod hostnames append ``-<index>``)."""
-    name = re.sub(r"[^a-z0-9-]+", "-", f"psy-{experiment}".lower()).strip("-")[:52].rstrip("-")
+# Names tried after the launch's own when they exist already (another launcher's Jobs).
+NAME_TRIES = 20
+MAX_NAME = 52  # pod names append -<index>-<5 random chars> and must stay within 63
+
+
+def job_name(experiment: str, launch: int = 1) -> str:
+    """A DNS-1123 Job name for launch ``launch`` of ``experiment``: ``psy-<experiment>``,
+    then ``psy-<experiment>-<launch>`` (pod hostnames append ``-<index>``)."""
+    name = re.sub(r"[^a-z0-9-]+", "-", f"psy-{experiment}".lower()).strip("-")[:MAX_NAME]
+    name = name.rstrip("-")
     if name == "psy":
         raise BackendError(f"experiment {experiment!r} gives no usable Kubernetes name",
                            "use letters, digits and dashes in --experiment")
-    return name
+    if launch == 1:
+        return name
+    suffix = f"-{launch}"
+    return name[:MAX_NAME - len(suffix)].rstrip("-") + suffix
 
 
 def _env(req: LaunchRequest, opts: K8sOptions) -> list[dict[str, Any]]:
@@ -62,7 +78,7 @@ def _pod_spec(req: LaunchRequest, opts: K8sOptions) -> dict[str, Any]:
         "name": "worker",
         "image": opts.image,
         "imagePullPolicy": opts.image_pull_policy,
-        "command": [*req.worker_argv, "--index", "$(JOB_COMPLETION_INDEX)"],
+        "command": [*req.slot_command, "--index", "$(JOB_COMPLETION_INDEX)"],
         "env": _env(req, opts),
         "resources": _resources(req, opts),
         "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
@@ -98,8 +114,10 @@ def _volumes(opts: K8sOptions) -> tuple[list[dict[str, Any]], list[dict[str, Any
     return mounts, volumes
 
 
-def job_manifest(req: LaunchRequest, opts: K8sOptions) -> dict[str, Any]:
-    """The Job as a dict with a stable key order (golden-file friendly)."""
+def job_manifest(req: LaunchRequest, opts: K8sOptions, name: str | None = None
+                 ) -> dict[str, Any]:
+    """The Job as a dict with a stable key order (golden-file friendly), named ``name``
+    (None: :func:`job_name` of the request's launch)."""
     labels = {"app.kubernetes.io/name": "psy-agents", "app.kubernetes.io/component": "worker",
               EXPERIMENT_LABEL: job_name(req.experiment)[4:]}
     if opts.queue_name:
@@ -123,7 +141,8 @@ def job_manifest(req: LaunchRequest, opts: K8sOptions) -> dict[str, Any]:
                                                 "values": [USAGE_EXIT]}}]}
     spec["template"] = {"metadata": {"labels": dict(labels)}, "spec": _pod_spec(req, opts)}
     return {"apiVersion": "batch/v1", "kind": "Job",
-            "metadata": {"name": job_name(req.experiment), "namespace": opts.namespace,
+            "metadata": {"name": name or job_name(req.experiment, req.launch),
+                         "namespace": opts.namespace,
                          "labels": labels},
             "spec": spec}
 
@@ -174,10 +193,13 @@ class K8sBackend:
                            "set KUBECONFIG or pass --k8s-kubeconfig")
 
     def render(self, req: LaunchRequest) -> str:
+        """The Job YAML, after a comment saying what each pod runs when it runs several
+        workers."""
         import yaml
 
-        return yaml.safe_dump(job_manifest(req, self.options), sort_keys=False,
-                              default_flow_style=False)
+        comments = "".join(f"{line}\n" for line in slot_comment(req, "pod"))
+        return comments + yaml.safe_dump(job_manifest(req, self.options), sort_keys=False,
+                                         default_flow_style=False)
 
     def _batch(self):
         from kubernetes import client
@@ -185,14 +207,26 @@ class K8sBackend:
         return client.BatchV1Api(self._api_client())
 
     def submit(self, req: LaunchRequest) -> Handle:
-        """Create the Job. Raises BackendError (409 exists, 403 forbidden, unreachable ...)."""
-        body = job_manifest(req, self.options)
-        name, ns = body["metadata"]["name"], self.options.namespace
-        with _api_errors(f"create Job {name} in namespace {ns}", req.experiment):
-            self._batch().create_namespaced_job(namespace=ns, body=body)
+        """Create the Job under the first free name from the launch's own
+        (:func:`job_name`, up to NAME_TRIES more). Raises BackendError (every name taken:
+        409, 403 forbidden, unreachable ...)."""
+        ns, batch = self.options.namespace, self._batch()
+        last = req.launch + NAME_TRIES
+        for number in range(req.launch, last + 1):
+            name = job_name(req.experiment, number)
+            try:
+                with _api_errors(f"create Job {name} in namespace {ns}", req.experiment):
+                    batch.create_namespaced_job(namespace=ns,
+                                                body=job_manifest(req, self.options, name))
+                break
+            except _Exists:
+                if number == last:
+                    raise
         return Handle("k8s", req.experiment, name,
                       {"namespace": ns, "n_workers": req.n_workers,
-                       "kubeconfig": self.options.kubeconfig, "context": self.options.context})
+                       "workers_per_gpu": req.workers_per_gpu,
+                       "kubeconfig": self.options.kubeconfig, "context": self.options.context},
+                      launch=req.launch)
 
     def status(self, handle: Handle) -> list[WorkerState]:
         """Per-index states from the Job status (completed/failed indexes) and its pods."""
@@ -235,6 +269,10 @@ class _NotFound(BackendError):
     pass
 
 
+class _Exists(BackendError):
+    pass
+
+
 class _api_errors:
     """Map API and connection failures of one call to a one-line BackendError."""
 
@@ -261,8 +299,8 @@ class _api_errors:
 def _api_error(exc, what: str, experiment: str) -> BackendError:
     reason = f"{exc.status} {exc.reason}"
     if exc.status == 409:
-        return BackendError(f"cannot {what}: it already exists ({reason})",
-                            f"run `launch cancel --experiment {experiment}` or pick another experiment name")
+        return _Exists(f"cannot {what}: it already exists ({reason})",
+                       f"run `launch cancel --experiment {experiment}` or pick another experiment name")
     if exc.status == 403:
         return BackendError(f"cannot {what}: forbidden ({reason})",
                             "ask your cluster admin for RBAC rights on jobs.batch in that namespace")

@@ -2,8 +2,14 @@
 
 Each worker gets one GPU slot through ``CUDA_VISIBLE_DEVICES`` (or ``""`` for CPU), its own
 process group, and a log ``runs/<experiment>/logs/worker-<i>.log`` (appended across
-restarts). A worker that crashes is restarted up to ``max_restarts`` times; one that exits
-0 is done; one that exits 75 ("requeue me") is restarted too. Ctrl-C (SIGINT) or SIGTERM to
+restarts); a later launch of the same experiment (launch n >= 2) logs under
+``logs/launch-<n>/``, so two workers of one index never write one log. With K workers per
+GPU the backend starts the N*K processes itself: process i runs in slot ``i // K`` with
+``--gpu-share K``, and is logged, restarted and reported on its own (more slots than visible
+GPUs are refused then: a GPU would hold 2K processes of 1/K each).
+
+A worker that crashes is restarted up to ``max_restarts`` times; one that exits 0 is done;
+one that exits 75 ("requeue me") is restarted too. Ctrl-C (SIGINT) or SIGTERM to
 the launcher stops every worker's whole process group: SIGTERM first, so workers save a
 checkpoint, SIGKILL after ``stop_grace_s``. No child outlives the launcher's return, nor
 the launcher itself: a launcher killed outright (SIGKILL) leaves its workers a SIGTERM.
@@ -105,15 +111,25 @@ class LocalBackend:
         if devices is None:
             devices = detect_devices() if req.gpus_per_worker else ()
         slots = assign_gpu_slots(req.n_workers, req.gpus_per_worker, devices)
-        logs = req.run_dir / "logs"
-        threads = cpu_threads_env(req.n_workers)
+        k, logs = req.workers_per_gpu, log_dir(req)
+        free = len(devices) // max(1, req.gpus_per_worker)
+        if k > 1 and req.gpus_per_worker and req.n_workers > free:
+            # Round-robin would put 2K processes on a GPU, each still capped at 1/K of it.
+            raise BackendError(
+                f"--workers {req.n_workers} with --workers-per-gpu {k} asks for "
+                f"{req.n_workers} GPU slots, but {free} GPU(s) are visible",
+                f"use --workers {free} and --workers-per-gpu "
+                f"{-(-req.n_processes // free)} (the same number of processes)")
+        threads = cpu_threads_env(req.n_processes)
         return [_Worker(index=i, argv=req.argv_for(i),
-                        env={**threads, **req.env, "CUDA_VISIBLE_DEVICES": slots[i]},
-                        log=logs / f"worker-{i}.log") for i in range(req.n_workers)]
+                        env={**threads, **req.env, "CUDA_VISIBLE_DEVICES": slots[i // k]},
+                        log=logs / f"worker-{i}.log") for i in range(req.n_processes)]
 
     def render(self, req: LaunchRequest) -> str:
         """One shell line per worker; secret values are never shown, only their names."""
-        lines = [f"# {req.n_workers} local worker(s); logs under {req.run_dir / 'logs'}"]
+        many = (f" ({req.n_workers} GPU slot(s) x {req.workers_per_gpu} processes)"
+                if req.workers_per_gpu > 1 else "")
+        lines = [f"# {req.n_processes} local worker(s){many}; logs under {log_dir(req)}"]
         if req.secret_env_names:
             lines.append(f"# inherited from this shell: {' '.join(req.secret_env_names)}")
         for w in self._plan(req):
@@ -131,7 +147,7 @@ class LocalBackend:
             KeyboardInterrupt: after Ctrl-C, once every worker's process group is gone.
         """
         workers = self._plan(req)
-        (req.run_dir / "logs").mkdir(parents=True, exist_ok=True)
+        log_dir(req).mkdir(parents=True, exist_ok=True)
         previous = _install_sigterm()
         try:
             return self._supervise(req, workers)
@@ -192,6 +208,12 @@ class LocalBackend:
         pid = int(handle.job_id)
         if pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
+
+
+def log_dir(req: LaunchRequest) -> Path:
+    """``runs/<experiment>/logs`` for the first launch, ``logs/launch-<n>`` for launch n."""
+    logs = req.run_dir / "logs"
+    return logs if req.launch == 1 else logs / f"launch-{req.launch}"
 
 
 def die_with_parent():
@@ -293,4 +315,5 @@ def _handle(req: LaunchRequest, workers: list[_Worker]) -> Handle:
     recs = [{"index": w.index, "pid": w.proc.pid if w.proc else None, "state": w.state,
              "restarts": w.restarts, "exit_codes": w.history, "log": str(w.log)}
             for w in workers]
-    return Handle("local", req.experiment, str(os.getpid()), {"workers": recs})
+    return Handle("local", req.experiment, str(os.getpid()),
+                  {"workers": recs, "workers_per_gpu": req.workers_per_gpu}, launch=req.launch)

@@ -4,12 +4,14 @@ workers are started.
 Each backend class names its options dataclass (``options_cls``); ``--backend`` choices,
 the prefixed flags and profile loading all come from :data:`REGISTRY`.
 
-``start`` checks availability before anything is created, submits, and records the handle
-under ``runs/<experiment>/backend.json`` for ``launch status`` and ``launch cancel``.
+``start`` checks availability before anything is created, takes the experiment's next launch
+number, submits, and records the handle under ``runs/<experiment>/backend.json`` beside the
+experiment's earlier launches, for ``launch status`` and ``launch cancel``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ from psy_agents.backends.base import (
     Handle,
     LaunchRequest,
     WorkerState,
-    load_handle,
+    forget_launch,
+    load_handles,
+    reserve_launch,
     save_handle,
 )
 from psy_agents.backends.k8s import K8sBackend
@@ -27,7 +31,7 @@ from psy_agents.backends.local import LocalBackend
 from psy_agents.backends.options import PROFILE_DIR, default_profile_path
 from psy_agents.backends.slurm import SlurmBackend
 from psy_agents.config import from_mapping, read_toml
-from psy_agents.errors import ConfigError
+from psy_agents.errors import BackendError, ConfigError
 
 REGISTRY: dict[str, type] = {cls.name: cls for cls in (LocalBackend, SlurmBackend, K8sBackend)}
 
@@ -73,12 +77,19 @@ def get_backend(name: str, options: Any = None) -> Backend:
 
 
 def start(backend: Backend, req: LaunchRequest) -> Handle:
-    """check_available -> submit -> save the handle. Returns the handle.
+    """check_available -> reserve the next launch number -> submit as that launch -> save
+    the handle beside the experiment's earlier launches. Returns the handle.
 
-    For ``local`` this blocks until the workers are done (see LocalBackend.submit).
+    A failed submission leaves no record behind (its reserved number is dropped). For
+    ``local`` this blocks until the workers are done (see LocalBackend.submit).
     """
     backend.check_available()
-    handle = backend.submit(req)
+    launch = reserve_launch(req.run_dir, backend.name, req.experiment)
+    try:
+        handle = backend.submit(dataclasses.replace(req, launch=launch))
+    except BaseException:
+        forget_launch(req.run_dir, launch)  # only if the backend recorded nothing for it
+        raise
     save_handle(req.run_dir, handle)
     return handle
 
@@ -95,15 +106,41 @@ def backend_for_handle(handle: Handle, profile_dir: Path = PROFILE_DIR) -> Backe
     return get_backend(handle.backend, options)
 
 
-def worker_states(run_dir: Path, profile_dir: Path = PROFILE_DIR
-                  ) -> tuple[Handle, list[WorkerState]]:
-    """The recorded handle of ``run_dir`` and its workers' states (for ``launch status``)."""
-    handle = load_handle(run_dir)
-    return handle, backend_for_handle(handle, profile_dir).status(handle)
+def launch_states(run_dir: Path, profile_dir: Path = PROFILE_DIR
+                  ) -> list[tuple[Handle, list[WorkerState] | BackendError]]:
+    """Every recorded launch of ``run_dir`` (oldest first) with its workers' states, or
+    the BackendError its backend answered (the other launches are still asked). A launch
+    reserved but not submitted has no states (``[]``).
+
+    Raises:
+        BackendError: nothing was recorded under ``run_dir``.
+    """
+    out: list[tuple[Handle, list[WorkerState] | BackendError]] = []
+    for handle in load_handles(run_dir):
+        try:
+            states = (backend_for_handle(handle, profile_dir).status(handle)
+                      if handle.submitted else [])
+        except BackendError as exc:
+            states = exc
+        out.append((handle, states))
+    return out
 
 
-def cancel_experiment(run_dir: Path, profile_dir: Path = PROFILE_DIR) -> Handle:
-    """Cancel the workers recorded under ``run_dir``. Idempotent. Returns the handle."""
-    handle = load_handle(run_dir)
-    backend_for_handle(handle, profile_dir).cancel(handle)
-    return handle
+def cancel_experiment(run_dir: Path, profile_dir: Path = PROFILE_DIR) -> list[Handle]:
+    """Cancel the workers of every launch recorded under ``run_dir``, each on its own
+    backend. Idempotent. Returns the submitted launches, oldest first.
+
+    Raises:
+        BackendError: nothing was recorded, or a backend could not cancel; every other
+            launch is cancelled first, and the first failure is raised.
+    """
+    handles = [h for h in load_handles(run_dir) if h.submitted]
+    failures: list[BackendError] = []
+    for handle in handles:
+        try:
+            backend_for_handle(handle, profile_dir).cancel(handle)
+        except BackendError as exc:
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+    return handles

@@ -5,6 +5,8 @@ pinned by tests/backends/golden/sbatch.sh and by a test comparing it with the sc
 submission wrote), so ``--dry-run`` prints exactly what ``submit`` hands to sbatch. Each
 array task runs :class:`~psy_agents.backends.slurm_task.SlurmWorkerTask`; secrets reach it
 through the environment Slurm exports from the submitting shell, never through the script.
+With K workers per GPU each array task runs ``launch worker ... --procs K``: K worker
+processes on the task's GPU (see :mod:`psy_agents.backends.slot`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 from psy_agents.backends.base import Handle, LaunchRequest, WorkerState, parse_index_ranges
 from psy_agents.backends.options import SlurmOptions
+from psy_agents.backends.slot import slot_comment
 from psy_agents.backends.slurm_task import SlurmWorkerTask
 from psy_agents.errors import BackendError
 
@@ -97,8 +100,8 @@ class SlurmBackend:
         # shows it, so `--dry-run` says what each task will run (and where).
         where = f" (inside {opts.apptainer_image})" if opts.apptainer_image else ""
         params["setup"] = [f"# worker of each array task{where}: "
-                           f"{shlex.join(req.worker_argv)} --index <array task index>",
-                           *opts.setup]
+                           f"{shlex.join(req.slot_command)} --index <array task index>",
+                           *slot_comment(req, "array task"), *opts.setup]
         return params
 
     def render(self, req: LaunchRequest) -> str:
@@ -112,7 +115,7 @@ class SlurmBackend:
                                    map_count=map_count, **self.sbatch_params(req))
 
     def _task(self, req: LaunchRequest):
-        return SlurmWorkerTask(req.worker_argv, req.env, self.options.max_requeues)
+        return SlurmWorkerTask(req.slot_command, req.env, self.options.max_requeues)
 
     def submit(self, req: LaunchRequest) -> Handle:
         """Submit the array; raises BackendError on a missing secret or an sbatch refusal."""
@@ -136,7 +139,8 @@ class SlurmBackend:
                                "check the partition/account/qos/time in launch/slurm.toml") from None
         array_id = jobs[0].job_id.split("_")[0]
         return Handle("slurm", req.experiment, array_id,
-                      {"folder": str(self.folder(req)), "n_workers": req.n_workers})
+                      {"folder": str(self.folder(req)), "n_workers": req.n_workers,
+                       "workers_per_gpu": req.workers_per_gpu}, launch=req.launch)
 
     def status(self, handle: Handle) -> list[WorkerState]:
         """One ``sacct`` query for the whole array."""

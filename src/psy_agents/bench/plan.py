@@ -5,17 +5,33 @@ pruning the epochs shrink by the measured epochs ratio, and N workers at the mea
 scheduling efficiency share it: wall = work × ratio / (N × efficiency), but never less
 than one full trial (the longest trial is not split across workers). With ``--agent all``
 the four chains share one pool, so the campaign's wall time is the sum of the agents'.
+
+Peak disk, beside it (:func:`project_disk`), is an estimate from parameter counts: a resume
+checkpoint holds ~12 bytes per parameter (fp32 weights + AdamW's two fp32 moments; twice
+that while the next epoch's is written beside it) and a saved model ~4 (fp32 weights, no
+optimizer state); heads, tokenizers and scheduler state are left out. Each running trial
+holds one checkpoint and its staged best-epoch model; each study keeps ``keep_models`` models
+(a refit: one per seed). Parameters are counted from a backbone's ``*.safetensors`` headers
+(exact) where there is a local folder, and computed from the tiny model's shape for ``tiny``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from psy_agents.errors import ConfigError
+from psy_agents.agents.backbones import TINY_SHAPE, resolve_backbone
+from psy_agents.agents.registry import get_agent
+from psy_agents.errors import ConfigError, ModelError
+
+CHECKPOINT_BYTES_PER_PARAM = 12  # fp32 weights + AdamW's exp_avg and exp_avg_sq (fp32)
+MODEL_BYTES_PER_PARAM = 4  # fp32 weights only
+TINY_VOCAB = 3000  # the tiny model's WordPiece vocabulary size, at most
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 
 
 @dataclass(frozen=True)
@@ -116,3 +132,76 @@ def fmt_duration(seconds: float) -> str:
     if seconds < 3 * 86400:
         return f"{seconds / 3600:.1f} h"
     return f"{seconds / 86400:.1f} d"
+
+
+@dataclass(frozen=True)
+class DiskPlan:
+    """Peak disk of a campaign in bytes (estimates; see the module docstring)."""
+
+    running_trials: int
+    trial_bytes: float  # one running trial: checkpoint x 2 (while rewritten) + staged model
+    models_per_study: int
+    kept_bytes: float  # every study's kept models
+    peak_bytes: float
+
+
+def count_params(name: str) -> Figure:
+    """Parameter count of backbone ``name`` ("tiny", "minilm" or a local model folder).
+
+    Raises:
+        ConfigError: a hub name or a folder without ``*.safetensors`` (nothing to count).
+    """
+    if name == "tiny":
+        return Figure(float(tiny_params()),
+                      f"estimate: tiny BERT shape, vocabulary <= {TINY_VOCAB}")
+    try:
+        files = sorted(Path(resolve_backbone(name)).glob("*.safetensors"))
+    except ModelError:
+        files = []
+    if not files:
+        raise ConfigError(f"cannot count the parameters of backbone {name!r} (no local "
+                          "*.safetensors)", "give --backbone tiny, minilm or a local model folder")
+    total = 0
+    for path in files:
+        with open(path, "rb") as fh:
+            header = json.loads(fh.read(int.from_bytes(fh.read(8), "little")))
+        total += sum(math.prod(t["shape"]) for key, t in header.items()
+                     if key != "__metadata__" and t["dtype"] in _FLOAT_DTYPES)
+    return Figure(float(total), f"counted: {', '.join(str(p) for p in files)}")
+
+
+def tiny_params(vocab: int = TINY_VOCAB) -> int:
+    """Parameters of the tiny BERT (:data:`TINY_SHAPE`, pooler included) with ``vocab``
+    WordPiece tokens: embeddings, then per layer attention, its norm, the feed-forward
+    block and its norm."""
+    h, n, i = (TINY_SHAPE[k] for k in ("hidden_size", "num_hidden_layers", "intermediate_size"))
+    embeddings = (vocab + TINY_SHAPE["max_position_embeddings"] + 2) * h + 2 * h
+    layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h
+    return embeddings + n * layer + h * h + h
+
+
+def agent_params(agent: str, backbone_params: float) -> float:
+    """Parameters of ``agent``'s model: one encoder, two for a fused (joint) agent."""
+    return backbone_params * (2 if get_agent(agent).fuse else 1)
+
+
+def project_disk(params: Mapping[str, float], *, workers: int, trials: int,
+                 models_per_study: int) -> DiskPlan:
+    """Peak disk of a campaign whose agents (``params``: agent -> parameter count) run
+    ``trials`` trials on ``workers`` workers, each study keeping ``models_per_study``.
+
+    Running trials: min(workers, trials), each the largest agent's checkpoint (twice, while
+    rewritten) and staged model. Kept: ``models_per_study`` models of every agent's study.
+    """
+    running = min(workers, trials)
+    trial = max(params.values()) * (2 * CHECKPOINT_BYTES_PER_PARAM + MODEL_BYTES_PER_PARAM)
+    kept = sum(models_per_study * p * MODEL_BYTES_PER_PARAM for p in params.values())
+    return DiskPlan(running, trial, models_per_study, kept, running * trial + kept)
+
+
+def fmt_bytes(n: float) -> str:
+    """Decimal units: MB under 1 GB, GB under 1 TB, TB beyond."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n / 1e6:.0f} MB"

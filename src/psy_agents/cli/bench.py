@@ -1,8 +1,11 @@
-"""Usage: launch bench train --agent A [--backbone B] [--max-length N]
+"""Usage: launch bench train --agent A [--backbone B] [--max-length N] [--workers-per-gpu K]
 
 Benchmarks that print measured figures. ``bench train`` times one training epoch and one
 evaluation pass with dynamic padding + length bucketing, then the same with every window
-padded to ``max_length``, in the same process, and prints the ratio.
+padded to ``max_length``, in the same process, and prints the ratio. With
+``--workers-per-gpu K`` it measures instead the trials/s of 1, 2, 4, ... up to K training
+processes sharing the device, the same trials for each K, and the ratio to K=1
+(:mod:`psy_agents.bench.gpu_share`).
 """
 
 from __future__ import annotations
@@ -56,9 +59,18 @@ def _time_eval(run, pad_to: int | None, repeats: int = 2) -> float:
 @LIMIT
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the figures as JSON here (input of `launch plan --from-bench`).")
+@click.option("--workers-per-gpu", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Measure trials/s with 1, 2, 4, ... up to K training processes sharing "
+                   "the device at once (each with 1/K of the GPU's memory; on a CPU they "
+                   "share the cores), the same --trials for every K, and print each K's "
+                   "ratio to K=1. Replaces the padding comparison.")
+@click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True,
+              help="With --workers-per-gpu: training runs of one epoch per measurement.")
 def bench_train(agent: str, backbone: str, max_length: int | None, batch_size: int | None,
-                settings: Settings, limit_posts: int | None, out: Path | None) -> None:
-    """Samples/s and seconds/epoch, dynamic vs pad-to-max batching."""
+                settings: Settings, limit_posts: int | None, out: Path | None,
+                workers_per_gpu: int | None, trials: int) -> None:
+    """Samples/s and seconds/epoch, dynamic vs pad-to-max batching (or, with
+    --workers-per-gpu, trials/s with K processes per device)."""
     from psy_agents.training.config import TrainConfig
     from psy_agents.training.run import prepare
 
@@ -66,6 +78,10 @@ def bench_train(agent: str, backbone: str, max_length: int | None, batch_size: i
     stride = None if max_length is None else min(TrainConfig.stride, max(0, max_length // 4))
     cfg = build_config(agent, {}, "flags", backbone=backbone, max_length=max_length,
                        stride=stride, batch_size=batch_size, epochs=1)
+    if workers_per_gpu is not None:
+        _bench_share(cfg, load_data(settings.data_dir, limit_posts), settings.cache,
+                     workers_per_gpu, trials, out, posts=limit_posts)
+        return
     run = prepare(cfg, load_data(settings.data_dir, limit_posts), cache_dir=settings.cache)
     click.echo(f"agent {agent}, backbone {backbone}, device {run.device}, "
                f"max_length {cfg.max_length}, "
@@ -97,6 +113,27 @@ def _write_train_json(out: Path, *, agent: str, backbone: str, device: str, max_
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2))
     click.echo(f"wrote {out}")
+
+
+def _bench_share(cfg, data, cache: Path, k: int, trials: int, out: Path | None, *,
+                 posts: int | None) -> None:
+    import json
+
+    from psy_agents.bench.gpu_share import ks_up_to, run_sweep
+
+    click.echo(f"agent {cfg.agent}, backbone {cfg.backbone}, max_length {cfg.max_length}: "
+               f"{trials} trials of 1 epoch for each K; time from the common start (after "
+               "each process loaded the data and ran one warm-up trial) to the last one done")
+    sweep = run_sweep(cfg, data, ks=ks_up_to(k), trials=trials, cache_dir=cache)
+    for line in sweep.lines():
+        click.echo(line)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"kind": "bench train workers-per-gpu", "agent": cfg.agent,
+                                   "backbone": cfg.backbone, "max_length": cfg.max_length,
+                                   "limit_posts": posts, "trials": trials,
+                                   **sweep.to_json()}, indent=2))
+        click.echo(f"wrote {out}")
 
 
 def _register() -> None:

@@ -1,7 +1,8 @@
 """Usage: launch cancel --experiment NAME [--runs-dir DIR]
 
-Stops every worker an earlier `launch hpo` started for the experiment, on whichever backend
-it used (the handle recorded in <runs-dir>/<experiment>/backend.json). Idempotent.
+Stops every worker that the `launch hpo` runs of the experiment started, each launch on
+whichever backend it used (the launches recorded in <runs-dir>/<experiment>/backend.json).
+Prints one line per launch. Idempotent.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from psy_agents.settings import Settings
 @shared_options("experiment", "runs_dir",
                 experiment={"required": True, "default": None, "show_default": False})
 def cancel(settings: Settings) -> None:
-    """Cancel the workers of an experiment (local, Slurm array or k8s Job)."""
+    """Cancel the workers of an experiment (local, Slurm array or k8s Job), every launch."""
     from psy_agents.backends.registry import cancel_experiment
     from psy_agents.cli.backend_options import profile_dir
 
-    handle = cancel_experiment(settings.experiment_dir, profile_dir())
-    click.echo(f"cancelled the {handle.backend} workers of {settings.experiment} "
-               f"(job {handle.job_id})")
+    for handle in cancel_experiment(settings.experiment_dir, profile_dir()):
+        which = f", launch {handle.launch}" if handle.launch > 1 else ""
+        click.echo(f"cancelled the {handle.backend} workers of {settings.experiment} "
+                   f"(job {handle.job_id}{which})")

@@ -1,7 +1,8 @@
 """Usage: launch eval --model DIR [--split val|test] [--data-dir DIR]
 
 Evaluates a model saved by `launch train` and prints (and writes ``eval-<split>.json``
-beside it) the same metrics as training, per symptom too.
+beside it) the same metrics as training, per symptom too. A bar over the batches is drawn on
+stderr when it is a terminal; nothing extra otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from psy_agents.settings import Settings
 def eval_cmd(model_dir: Path, split: str, settings: Settings, limit_posts: int | None) -> None:
     """Evaluate a saved model on the val or test split."""
     from psy_agents.agents.backbones import load_tokenizer
+    from psy_agents.cli.progress import batch_bars
     from psy_agents.data.features import build_windows
     from psy_agents.training.checkpoint import load_model
     from psy_agents.training.evaluate import evaluate
@@ -36,7 +38,8 @@ def eval_cmd(model_dir: Path, split: str, settings: Settings, limit_posts: int |
     ws = build_windows(pairs, tok, max_length=cfg.max_length, stride=cfg.stride,
                        data_hash=data.data_hash, cache_dir=settings.cache / "features")
     metrics = evaluate(model, pairs, ws, heads=spec.heads, cfg=cfg.replace(device="cpu"),
-                       device="cpu", pad_id=tok.pad_token_id or 0)
+                       device="cpu", pad_id=tok.pad_token_id or 0,
+                       progress=batch_bars(click.get_text_stream("stderr")))
     payload = {"agent": cfg.agent, "split": split, "objective": spec.objective_name,
                "value": spec.objective(metrics), "metrics": metrics}
     (Path(model_dir) / f"eval-{split}.json").write_text(json.dumps(payload, indent=2))

@@ -116,45 +116,62 @@ def campaign_over(rows) -> bool:
 
 
 def _follow(storage_url: str, experiment: str, backend, handle, every_s: float) -> None:
-    """Print the campaign's progress (when it changes) until the campaign is over.
+    """Show the campaign's progress line on stderr (live on a terminal, else a line each
+    time it changes) until the campaign is over.
 
     Raises:
         BackendError: every worker has ended (succeeded, failed or stopped) while the
             campaign is not over, so waiting longer would wait forever.
     """
+    from contextlib import closing
+
+    from psy_agents.cli.progress import LiveLines
     from psy_agents.errors import BackendError
     from psy_agents.hpo.connect import open_storage
-    from psy_agents.hpo.results import all_status, format_status
+    from psy_agents.hpo.results import all_status, progress_line
 
     ended = {"succeeded", "failed", "stopped"}
-    storage, shown = open_storage(storage_url), None
-    while True:
-        # Workers first, then the database: workers that ended before this read have
-        # written everything they will ever write, so the rows below are final for them.
-        workers = backend.status(handle)
-        rows = all_status(storage, experiment)
-        lines = [format_status(row) for row in rows]
-        if lines != shown:
-            click.echo("\n".join(lines), err=True)
-            shown = lines
-        if campaign_over(rows):
-            return
-        if workers and all(w.state in ended for w in workers):
-            summary = ", ".join(f"{w.index}: {w.state}" for w in workers)
-            logs = str(handle.data.get("folder", "the runs dir")).replace("%j", handle.job_id)
-            raise BackendError(f"every {handle.backend} worker of {experiment} has ended "
-                               f"({summary}) but the campaign is not finished",
-                               f"read the worker logs under {logs} and relaunch the same "
-                               "`launch hpo` command to resume")
-        time.sleep(every_s)
+    storage = open_storage(storage_url)
+    # closing(): the live line ends before whatever follows (summary, error, Ctrl-C).
+    with closing(LiveLines(click.get_text_stream("stderr"))) as out:
+        while True:
+            # Workers first, then the database: workers that ended before this read have
+            # written everything they will ever write, so the rows below are final for them.
+            workers = backend.status(handle)
+            rows = all_status(storage, experiment)
+            out.show([progress_line(rows)])
+            if campaign_over(rows):
+                return
+            if workers and all(w.state in ended for w in workers):
+                summary = ", ".join(f"{w.index}: {w.state}" for w in workers)
+                logs = str(handle.data.get("folder", "the runs dir")).replace("%j",
+                                                                              handle.job_id)
+                raise BackendError(f"every {handle.backend} worker of {experiment} has ended "
+                                   f"({summary}) but the campaign is not finished",
+                                   f"read the worker logs under {logs} and relaunch the same "
+                                   "`launch hpo` command to resume")
+            time.sleep(every_s)
+
+
+def _start_watched(be, req, storage_url: str, experiment: str):
+    """``registry.start``; on the local backend, which blocks until its workers are done,
+    with the live progress line on stderr beside it (stopped however ``start`` ends)."""
+    from psy_agents.backends.registry import start
+    from psy_agents.cli.progress import LiveLines, ProgressReporter, campaign_reader
+
+    if be.name != "local":
+        return start(be, req)
+    out = LiveLines(click.get_text_stream("stderr"))
+    with ProgressReporter(campaign_reader(storage_url, experiment), out):
+        return start(be, req)
 
 
 def _summary(storage_url: str, experiment: str) -> None:
     from psy_agents.hpo.connect import open_storage
-    from psy_agents.hpo.results import all_status, format_status
+    from psy_agents.hpo.results import all_status, status_lines
 
-    for row in all_status(open_storage(storage_url), experiment):
-        click.echo(format_status(row))
+    for line in status_lines(all_status(open_storage(storage_url), experiment)):
+        click.echo(line)
 
 
 def refuse_local_storage(backend: str, url: str) -> None:
@@ -220,7 +237,14 @@ def parse_fixed(items: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--stages", default=None, metavar="S0,S1,...",
               help="Explicit stage chain, e.g. `s1` or `s0,s1,s2,refit`.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of workers sharing the studies.")
+              help="Number of workers sharing the studies: GPU slots (local slots, Slurm "
+                   "array tasks, pods), each running --workers-per-gpu worker processes.")
+@click.option("--workers-per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
+              envvar="PSY_WORKERS_PER_GPU",
+              help="Worker processes per GPU slot, N*K in all: each gets 1/K of the GPU's "
+                   "memory, for models that use a small part of a GPU (MiniLM). With "
+                   "--gpus-per-worker 0 the K processes share the slot's CPUs "
+                   "[env: PSY_WORKERS_PER_GPU].")
 @click.option("--backbone", "backbones", multiple=True,
               help="Backbone(s) to search over: tiny, minilm, a local dir or a hub name "
                    "[default: tiny]. Repeat to search over several.")
@@ -249,10 +273,10 @@ def parse_fixed(items: tuple[str, ...]) -> dict[str, Any]:
 @shared_options("experiment", "storage", "data_dir", "runs_dir", "stages_file")
 @backend_options
 def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, workers: int,
-        backbones: tuple[str, ...], trials: int | None, epochs: int | None,
-        seeds: int | None, gpus_per_worker: int | None, fixed: tuple[str, ...], objective: str,
-        dry_run: bool, follow: bool, settings: Settings, backend: str,
-        backend_options) -> int:
+        workers_per_gpu: int, backbones: tuple[str, ...], trials: int | None,
+        epochs: int | None, seeds: int | None, gpus_per_worker: int | None,
+        fixed: tuple[str, ...], objective: str, dry_run: bool, follow: bool,
+        settings: Settings, backend: str, backend_options) -> int:
     """Start a hyperparameter search: create the studies, then start N workers.
 
     \b
@@ -261,8 +285,8 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, wor
       launch hpo --agent joint --workers 16 --backend slurm --slurm-partition gpu
       launch hpo --agent all --stage max --workers 64 --backend k8s --dry-run
     """
-    from psy_agents.backends.base import LaunchRequest
-    from psy_agents.backends.registry import get_backend, start
+    from psy_agents.backends.base import LaunchRequest, next_launch
+    from psy_agents.backends.registry import get_backend
     from psy_agents.hpo.spec import CampaignOverrides, create_campaign, study_name
     from psy_agents.hpo.storage_url import absolute_sqlite, mask_url
 
@@ -281,7 +305,8 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, wor
         worker_argv=_worker_argv(backend, backend_options, first_studies, paths),
         run_dir=settings.experiment_dir.resolve(), secret_env_names=(STORAGE_ENV,),
         secret_values={STORAGE_ENV: url}, gpus_per_worker=gpus_per_worker,
-        options=backend_options)
+        options=backend_options, workers_per_gpu=workers_per_gpu,
+        launch=next_launch(settings.experiment_dir.resolve()))
     if dry_run:
         click.echo(be.render(req))
         return 0
@@ -292,11 +317,18 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, wor
         objective=objective, trials=trials, epochs=epochs, seeds=seeds,
         backbones=tuple(backbones) or ("tiny",), train=fixed_train)
     campaign = create_campaign(url, experiment=experiment, agents=_agents(agent),
-                               stages=plan_stages, n_workers=workers, overrides=overrides,
+                               stages=plan_stages, n_workers=workers * workers_per_gpu,
+                               overrides=overrides,
                                data_dir=settings.data_dir, stages_file=settings.stages_file)
-    click.echo(f"created {len(campaign.all_studies)} studies in {mask_url(url)}; "
-               f"starting {workers} {backend} worker(s)", err=True)
-    handle = start(be, req)
+    for line in campaign.changes:
+        click.echo(line, err=True)
+    joined = len(campaign.changes)
+    made = f"created {len(campaign.all_studies) - joined}" + (f" and joined {joined}"
+                                                               if joined else "")
+    each = f", {workers_per_gpu} processes each" if workers_per_gpu > 1 else ""
+    click.echo(f"{made} studies in {mask_url(url)}; starting {workers} {backend} "
+               f"worker(s){each}", err=True)
+    handle = _start_watched(be, req, url, experiment)
     if backend != "local":
         click.echo(f"submitted {backend} job {handle.job_id} "
                    f"(`launch status --experiment {experiment}`, "

@@ -1,9 +1,11 @@
-"""Usage: launch plan --agent all --stage max --workers N [--epoch-seconds A=S,...] [--from-bench F]
+"""Usage: launch plan --agent all --stage max --workers N [--epoch-seconds A=S,...] [--from-bench F] [--backbone B]
 
 Projects a campaign's wall time from measured figures: seconds per epoch (from `launch bench
 train --out`, or --epoch-seconds), the pruning epochs ratio (`launch bench pruning --out`)
 and the scheduling efficiency (`launch bench storage --out`). Figures not given are shown as
-assumptions. Prints one row per agent and the total, beside the one-GPU, no-pruning time.
+assumptions. Prints one row per agent and the total, beside the one-GPU, no-pruning time;
+then the peak disk, estimated from the backbone's parameter count (resume checkpoints of the
+running trials + the models each study keeps; see :mod:`psy_agents.bench.plan`).
 """
 
 from __future__ import annotations
@@ -58,18 +60,23 @@ def _epoch_figures(epoch_seconds: str | None, found: dict, agents) -> dict:
               help="Epochs with pruning / without (overrides --from-bench).")
 @click.option("--efficiency", type=click.FloatRange(min=0, max=1, min_open=True), default=None,
               help="Scheduling efficiency of the pool (overrides --from-bench).")
+@click.option("--backbone", "backbones", multiple=True, default=("minilm",), show_default=True,
+              help="Backbone(s) of the campaign (tiny, minilm or a local model folder), for "
+                   "the disk estimate; repeatable, the largest counts.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @shared_options("stages_file")
 def plan(agent: str, stage: str, workers: int, epoch_seconds: str | None,
          bench_files: tuple[Path, ...], pruning_ratio: float | None,
-         efficiency: float | None, out: Path | None, settings: Settings) -> None:
-    """Project a campaign's wall time from measured figures."""
+         efficiency: float | None, backbones: tuple[str, ...], out: Path | None,
+         settings: Settings) -> None:
+    """Project a campaign's wall time and peak disk from measured figures."""
     from psy_agents.bench.plan import fmt_duration, project, read_bench_files
     from psy_agents.hpo.stages import load_stages
 
     agents = AGENT_NAMES if agent == "all" else (agent,)
     (cfg,) = load_stages([stage], settings.stages_file)
     found = read_bench_files(bench_files)
+    counted = _count_params(backbones)  # a backbone it cannot count fails before any output
     epoch_s = _epoch_figures(epoch_seconds, found, agents)
     ratio = _figure(pruning_ratio, found, "pruning_ratio", ASSUMED_RATIO)
     eff = _figure(efficiency, found, "efficiency", ASSUMED_EFFICIENCY)
@@ -88,11 +95,49 @@ def plan(agent: str, stage: str, workers: int, epoch_seconds: str | None,
     click.echo(f"{'total':9s} {sum(r.trials for r in rows):6d} {'':6s} {'':8s} "
                f"{fmt_duration(single):>18s} {fmt_duration(pooled):>20s}  "
                f"(speed-up {single / pooled:.1f}x)")
+    disk = _disk(cfg, agents, workers, counted, sum(r.trials for r in rows))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({
             "kind": "plan", "stage": cfg.name, "workers": workers,
             "pruning_ratio": asdict(ratio), "efficiency": asdict(eff),
             "agents": [asdict(r) | {"epoch_s_source": epoch_s[r.agent].source} for r in rows],
-            "total_single_gpu_s": single, "total_campaign_s": pooled}, indent=2))
+            "total_single_gpu_s": single, "total_campaign_s": pooled,
+            "disk": disk}, indent=2))
         click.echo(f"wrote {out}")
+
+
+def _count_params(backbones: tuple[str, ...]) -> dict:
+    from psy_agents.bench.plan import count_params
+
+    return {b: count_params(b) for b in backbones}
+
+
+def _disk(cfg, agents, workers: int, counted: dict, trials: int) -> dict:
+    """Print the peak-disk estimate; return it for --out."""
+    from psy_agents.bench.plan import (
+        CHECKPOINT_BYTES_PER_PARAM,
+        MODEL_BYTES_PER_PARAM,
+        agent_params,
+        fmt_bytes,
+        project_disk,
+    )
+
+    largest = max(counted, key=lambda b: counted[b].value)
+    params = {a: agent_params(a, counted[largest].value) for a in agents}
+    kept = cfg.seeds if cfg.is_refit else cfg.keep_models
+    disk = project_disk(params, workers=workers, trials=trials, models_per_study=kept)
+    click.echo(f"peak disk {fmt_bytes(disk.peak_bytes)} (ESTIMATE: {CHECKPOINT_BYTES_PER_PARAM} "
+               f"bytes/param per checkpoint = fp32 weights + 2 AdamW moments, "
+               f"{MODEL_BYTES_PER_PARAM} bytes/param per model; heads not counted)")
+    click.echo(f"  backbone {largest}: {counted[largest].value / 1e6:.1f} M params "
+               f"[{counted[largest].source}]")
+    click.echo(f"  running trials: {disk.running_trials} x {fmt_bytes(disk.trial_bytes)} "
+               f"(checkpoint, twice while rewritten, + staged best model) = "
+               f"{fmt_bytes(disk.running_trials * disk.trial_bytes)}")
+    click.echo(f"  kept models: {kept} per study x {len(agents)} "
+               f"{'study' if len(agents) == 1 else 'studies'} = "
+               f"{fmt_bytes(disk.kept_bytes)}" + (" (joint: two encoders)"
+                                                  if "joint" in agents else ""))
+    return asdict(disk) | {"backbone": largest, "params": counted[largest].value,
+                           "params_source": counted[largest].source, "estimate": True}

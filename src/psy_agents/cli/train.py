@@ -3,6 +3,8 @@
 Trains one configuration on the train split, evaluates on val each epoch, and writes
 ``metrics.json``, ``config.json`` and the best model under the output directory. Logs
 params and per-epoch metrics to MLflow when a tracking URI is set (an outage only warns).
+On stderr: a bar over each epoch's batches and each evaluation's when stderr is a terminal,
+and a line per epoch (loss, objective, seconds) in every case.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ def train(agent: str, config_path: Path | None, backbone: str | None, epochs: in
     cfg = build_config(agent, load_params(config_path), str(config_path or "flags"),
                        backbone=backbone, epochs=epochs, seed=seed)
     from psy_agents.agents.backbones import resolve_backbone
+    from psy_agents.cli.progress import batch_bars
     from psy_agents.tracking import Tracker
     from psy_agents.training.run import run_training
 
@@ -95,18 +98,17 @@ def train(agent: str, config_path: Path | None, backbone: str | None, epochs: in
                             {"agent": cfg.agent, "data_hash": data.data_hash})
     if tracker is not None:
         tracker.start_trial(0, cfg.to_dict())
-    with click.progressbar(length=cfg.epochs, label=f"training {cfg.agent}",
-                           file=click.get_text_stream("stderr")) as bar:
-        def on_epoch(rec: Any) -> None:
-            bar.update(1)
-            if tracker is not None:
-                tracker.log_epoch(0, rec.epoch, rec.value,
-                                  {"train_loss": rec.train_loss, **rec.metrics})
-            click.echo(f"  epoch {rec.epoch}: loss {rec.train_loss:.4f} "
-                       f"objective {rec.value:.4f} ({rec.seconds:.1f}s)", err=True)
 
-        result = run_training(cfg, data, output_dir=out_dir, on_epoch=on_epoch,
-                              cache_dir=settings.cache)
+    def on_epoch(rec: Any) -> None:
+        if tracker is not None:
+            tracker.log_epoch(0, rec.epoch, rec.value,
+                              {"train_loss": rec.train_loss, **rec.metrics})
+        click.echo(f"epoch {rec.epoch + 1}/{cfg.epochs}: loss {rec.train_loss:.4f} "
+                   f"objective {rec.value:.4f} ({rec.seconds:.1f}s)", err=True)
+
+    result = run_training(cfg, data, output_dir=out_dir, on_epoch=on_epoch,
+                          cache_dir=settings.cache,
+                          progress=batch_bars(click.get_text_stream("stderr")))
     if tracker is not None:
         tracker.end_trial(0, "COMPLETE", result.best_value, result.metrics)
     click.echo(json.dumps({"agent": cfg.agent, "best_value": result.best_value,

@@ -4,7 +4,10 @@ One :class:`Objective` per (worker, study). Per trial it records ``worker_index`
 ``original_trial`` (the trial a retry descends from), ``epochs_run`` and
 ``resumed_from_epoch`` in the trial's user attrs. Checkpoints live under the worker's runs
 folder (:func:`psy_agents.paths.checkpoint_dir`, keyed by the original trial's number) so
-that a retried trial resumes where the original stopped. Errors are classified:
+that a retried trial resumes where the original stopped; a training trial also writes its
+best epoch's model there. When a trial ends, :meth:`Objective.after_trial` keeps that model
+if the trial ranks in the study's top-k and deletes the checkpoint folder once no retry can
+need it (:mod:`psy_agents.hpo.models`). Errors are classified:
 
 - out of memory -> PRUNED, with ``note`` in the user attrs;
 - a bad configuration (ConfigError, ModelError, ValueError, any other trial error)
@@ -25,9 +28,10 @@ from typing import Any
 from psy_agents.data.prepare import prepare_data
 from psy_agents.errors import DataError, Preempted, StorageError, TrialFailed
 from psy_agents.hpo import spaces
-from psy_agents.hpo.connect import is_transient, with_retry
+from psy_agents.hpo.connect import StorageSettings, is_transient, with_retry
+from psy_agents.hpo.models import chain_of, finish_trial, kept_models
 from psy_agents.hpo.optuna_private import frozen_copy
-from psy_agents.hpo.recovery import duplicate_of
+from psy_agents.hpo.recovery import REQUEUED, duplicate_of
 from psy_agents.hpo.simulated import run_simulated
 from psy_agents.hpo.spec import StudySpec
 from psy_agents.paths import checkpoint_dir
@@ -40,11 +44,7 @@ _log = logging.getLogger(__name__)
 
 def original_number(trial, frozen=None) -> int:
     """The number of the first trial in this trial's retry chain (itself if not a retry)."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    frozen = frozen or frozen_copy(trial)
-    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
-    return trial.number if retried is None else retried
+    return chain_of(frozen or frozen_copy(trial))
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -66,10 +66,12 @@ class Objective:
 
     def __init__(self, spec: StudySpec, space: spaces.Space, *, study_name: str,
                  worker_index: int, stop: threading.Event, settings: Settings,
-                 tracker=None) -> None:
-        """``settings``: the worker's own (its data, runs and cache folders)."""
+                 tracker=None, max_retry: int = StorageSettings.max_retry) -> None:
+        """``settings``: the worker's own (its data, runs and cache folders); ``max_retry``:
+        the storage's retries per chain (a checkpoint is kept while one may come)."""
         self.spec, self.space, self.study_name = spec, space, study_name
-        self.settings = settings
+        self.settings, self.max_retry = settings, max_retry
+        self.keep_models = kept_models(spec)
         self.worker_index, self.stop, self.tracker = worker_index, stop, tracker
         self.current_trial: int | None = None
         self._data = None
@@ -101,8 +103,7 @@ class Objective:
             action, reason = classify(exc)
             if action == "raise":
                 if isinstance(exc, Preempted):  # every FAIL says why
-                    _set_attr(trial, "fail_reason", f"preempted ({reason[:300]}); re-queued "
-                              "to resume from its checkpoint")
+                    _set_attr(trial, "fail_reason", f"preempted ({reason[:300]}); {REQUEUED}")
                 elif is_transient(exc):
                     _note_blip(trial, reason)
                 raise
@@ -118,6 +119,23 @@ class Objective:
         if stopped == "pruned":
             raise optuna.TrialPruned(f"pruned after {epochs_run} epochs")
         return value
+
+    def after_trial(self, study, trial) -> None:
+        """Called by the worker after ``trial`` (a FrozenTrial) is told, whatever its state:
+        keeps its model if it ranks in the study's top-k, prunes the kept models and deletes
+        its chain's checkpoint folder once no retry can need it
+        (:func:`psy_agents.hpo.models.finish_trial`). Idempotent.
+
+        A file system error is one warning (``sweep_checkpoints`` tries again later); a
+        storage error propagates to the worker loop, which waits it out.
+        """
+        try:
+            finish_trial(study, trial, runs_dir=self.settings.runs_dir,
+                         experiment=self.spec.experiment, keep_models=self.keep_models,
+                         max_retry=self.max_retry, tracker=self.tracker)
+        except OSError as exc:
+            _log.warning("trial #%d: its files were not tidied (%s); the next sweep retries",
+                         trial.number, exc)
 
     def _report(self, trial):
         def report(value: float, epoch: int) -> bool:
@@ -135,7 +153,9 @@ class Objective:
                                 sim=self.spec.sim, checkpoint_dir=ckpt, report=self._report(trial),
                                 wait=self.stop.wait)
             return out.best_value, out.epochs_run, out.resumed_from_epoch, out.stopped
-        result = self._train(params, original, ckpt, self._report(trial))
+        # The best epoch's model is staged beside the checkpoint (model/) for after_trial.
+        result = self._train(params, original, ckpt, self._report(trial),
+                             output_dir=ckpt if self.keep_models else None)
         _set_attr(trial, "best_epoch", result.best_epoch)
         _set_attr(trial, "metrics", {k: float(v) for k, v in result.metrics.items()})
         return result.best_value, result.epochs_run, result.resumed_from_epoch, result.stopped
@@ -183,8 +203,7 @@ def _note_blip(trial, reason: str) -> None:
     the trial stays RUNNING and the stale-trial path records its reason instead.
     """
     try:
-        trial.set_user_attr("fail_reason", f"storage unreachable ({reason[:300]}); re-queued "
-                            "to resume from its checkpoint")
+        trial.set_user_attr("fail_reason", f"storage unreachable ({reason[:300]}); {REQUEUED}")
     except Exception as exc:
         if not is_transient(exc):
             raise

@@ -38,12 +38,15 @@ from psy_agents.hpo.optuna_private import (
 if TYPE_CHECKING:
     import optuna
 
+# The end of every fail_reason of a trial that is retried from its checkpoint.
+REQUEUED = "re-queued to resume from its checkpoint"
 STALE_REASON = ("no heartbeat for over {grace} s: its worker died (killed, out of memory or "
-                "node lost); re-queued to resume from its checkpoint")
+                "node lost); " + REQUEUED)
 # User attrs that describe one attempt of a trial, not the trial: a retry starts without them.
 ATTEMPT_ATTRS = ("fail_reason", "note", "epochs_run", "resumed_from_epoch", "best_epoch",
                  "metrics", "pid", "worker_index")
-_RETRY_LOCK_KEY = 0x5053_5952  # "PSYR": advisory lock class for queueing retries
+# Advisory lock classes, one per purpose: "PSYR" queueing retries, "PSYB" claiming budget.
+LOCK_KEYS = {"retry": 0x5053_5952, "budget": 0x5053_5942}
 _log = logging.getLogger(__name__)
 
 
@@ -127,25 +130,35 @@ def duplicate_of(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | 
                default=None)
 
 
+def retry_lock(storage: optuna.storages.BaseStorage, study: int):
+    """Serialise queueing retries of study id ``study`` across workers (see :func:`study_lock`)."""
+    return study_lock(storage, study, "retry")
+
+
 @contextlib.contextmanager
-def retry_lock(storage: optuna.storages.BaseStorage, study: int) -> Iterator[None]:
-    """Serialise queueing retries of study id ``study`` across workers: a Postgres advisory
-    lock (released by the server if the holder dies), a file lock beside an SQLite file (its
-    workers share one host), nothing for other databases. ``storage`` may be a study's
-    cached storage or the RDBStorage itself."""
+def study_lock(storage: optuna.storages.BaseStorage, study: int, purpose: str) -> Iterator[None]:
+    """An exclusive lock on study id ``study`` for one ``purpose`` (:data:`LOCK_KEYS`),
+    across workers: a Postgres advisory lock (released by the server if the holder dies), a
+    file lock beside an SQLite file (its workers share one host), nothing for other
+    databases. ``storage`` may be a study's cached storage or the RDBStorage itself.
+
+    The lock's connection is its own: on Postgres the holder uses one connection more than
+    usual while it holds the lock.
+    """
+    key = LOCK_KEYS[purpose]
     engine = rdb_engine(storage)
     if engine.dialect.name == "postgresql":
         import sqlalchemy
 
         with engine.connect() as conn:
             conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:a, :b)"),
-                         {"a": _RETRY_LOCK_KEY, "b": study})
+                         {"a": key, "b": study})
             try:
                 yield
             finally:
                 with contextlib.suppress(Exception):  # a dropped connection released it
                     conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:a, :b)"),
-                                 {"a": _RETRY_LOCK_KEY, "b": study})
+                                 {"a": key, "b": study})
         return
     database = engine.url.database if engine.dialect.name == "sqlite" else None
     if not database or database == ":memory:":
@@ -153,7 +166,7 @@ def retry_lock(storage: optuna.storages.BaseStorage, study: int) -> Iterator[Non
         return
     import fcntl
 
-    with open(f"{database}.retry-lock", "a") as handle:
+    with open(f"{database}.{purpose}-lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -7,11 +7,18 @@ attrs; a worker needs only the storage URL, a study name, its index, and where d
 checkpoints live on its own machine (its command line says; see ``Backend.worker_paths``).
 A spec holds only what is the same on every machine (plan, space, data and split hashes),
 never a path.
+
+A campaign grows: running ``launch hpo`` again on an existing experiment joins its studies
+(new workers share them), and a larger ``--trials`` (``--seeds`` for a refit) raises their
+budgets. A study's identity is what changes its results (:func:`identity`): worker count,
+sampler start-up and budget are not part of it; anything else that differs is refused.
+Every launch appends to the study's budget history (:data:`BUDGET_HISTORY_ATTR`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,6 +30,8 @@ from psy_agents.data.prepare import prepare_data
 from psy_agents.errors import ConfigError, StorageError
 from psy_agents.hpo import spaces
 from psy_agents.hpo.connect import StorageSettings, create_schema_once
+from psy_agents.hpo.optuna_private import study_id, study_storage
+from psy_agents.hpo.recovery import study_lock
 from psy_agents.hpo.stages import StageConfig, load_plan, load_stages
 from psy_agents.hpo.storage_url import mask_url
 from psy_agents.settings import DEFAULT_DATA_DIR
@@ -31,6 +40,14 @@ SPEC_ATTR = "psy_spec"
 # Keys that specs written by earlier versions held (launcher paths); dropped when read.
 _RETIRED_KEYS = ("data_dir", "runs_dir")
 NARROWED_ATTR = "psy_narrowed_space"
+# A list of {"budget": int, "at": ISO-8601 UTC, "workers": int}, one entry per launch that
+# created, joined or extended the study.
+BUDGET_HISTORY_ATTR = "psy_budget_history"
+# Spec keys that change no result: the worker count and the sampler's start-up (derived
+# from it), and the budget, which may grow.
+_NOT_IDENTITY = ("n_workers", "n_startup_trials", "budget")
+# Stage keys that change no result: those sizing the budget, and how many models are kept.
+_NOT_IDENTITY_STAGE = ("trials", "trials_per_agent", "seeds", "keep_models")
 
 
 def study_name(experiment: str, agent: str, stage: str) -> str:
@@ -88,6 +105,24 @@ def current_keys(stored: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in stored.items() if k not in _RETIRED_KEYS}
 
 
+def identity(data: dict[str, Any]) -> dict[str, Any]:
+    """What makes a study's results what they are: its spec (JSON, defaults filled in)
+    without worker count, sampler start-up and budget (nor the stage keys sizing it, nor
+    the number of models kept)."""
+    spec = StudySpec.from_json(data).to_json()
+    stage = StageConfig.from_dict(spec["stage"], source="study spec").to_dict()
+    spec["stage"] = {k: v for k, v in stage.items() if k not in _NOT_IDENTITY_STAGE}
+    return {k: v for k, v in spec.items() if k not in _NOT_IDENTITY}
+
+
+def spec_differences(stored: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """The identity fields in which two specs differ (``stage.<key>`` for stage settings)."""
+    a, b = identity(stored), identity(wanted)
+    diff = [k for k in sorted(a) if k != "stage" and a[k] != b.get(k)]
+    keys = sorted(set(a["stage"]) | set(b["stage"]))
+    return diff + [f"stage.{k}" for k in keys if a["stage"].get(k) != b["stage"].get(k)]
+
+
 @dataclass(frozen=True)
 class CampaignOverrides:
     """Launcher-side changes to the stage plan and training defaults.
@@ -114,6 +149,7 @@ class Campaign:
     study_names: tuple[str, ...]
     all_studies: tuple[str, ...]
     storage_url_masked: str
+    changes: tuple[str, ...] = ()  # one line per study joined or extended
 
 
 def _apply(stage: StageConfig, o: CampaignOverrides) -> StageConfig:
@@ -150,13 +186,18 @@ def create_campaign(storage_url: str, *, experiment: str, agents: Sequence[str],
                     overrides: CampaignOverrides | None = None, data_dir: Path = DEFAULT_DATA_DIR,
                     stages_file: Path | None = None,
                     settings: StorageSettings | None = None) -> Campaign:
-    """Create the schema and every study of every agent's chain, storing each spec.
+    """Create the schema and every study of every agent's chain, storing each spec; or
+    join the studies that exist, raising their budgets when asked to.
 
-    Idempotent: rerunning with the same arguments loads the existing studies.
+    Idempotent for the same arguments. A study that exists is *joined* when its identity
+    (:func:`identity`) is the same: without ``overrides.trials`` (``seeds`` for a refit)
+    its budget is kept, with a larger value it is raised. A chain asked for as a
+    contiguous part of an existing chain (``--stage s1`` of an s0..refit campaign) joins
+    that chain. Everything is checked before anything is written.
 
     Raises:
-        ConfigError: a study exists with a different spec (the message names the fields),
-            a bad stage plan or agent.
+        ConfigError: a study exists with a different identity (the message names the
+            fields), a budget would shrink, a bad stage plan or agent.
         StorageError: the storage cannot be reached.
         DataError: (objective "train") the data cannot be prepared.
     """
@@ -167,43 +208,94 @@ def create_campaign(storage_url: str, *, experiment: str, agents: Sequence[str],
     plan = tuple(_apply(s, o) for s in resolve_stages(stages, stages_file))
     data_hash, split_hash = _data_hashes(Path(data_dir), o.objective)
     storage = create_schema_once(storage_url, settings)
-    firsts, every = [], []
+    existing = {s.study_name: s.user_attrs.get(SPEC_ATTR) for s in storage.get_all_studies()}
+    firsts, specs = [], []
     for agent in agents:
-        chain = tuple(study_name(experiment, agent, s.name) for s in plan)
+        chain = _joined_chain(tuple(study_name(experiment, agent, s.name) for s in plan),
+                              existing)
         for stage in plan:
             # A parameter fixed by the launcher is not searched: sampling it would be ignored.
             space = tuple(p for p in spaces.agent_space(agent, o.backbones, stage.epochs)
                           if p.name not in o.train)
-            spec = StudySpec(
+            specs.append(StudySpec(
                 experiment=experiment, agent=agent, stage=stage.to_dict(), chain=chain,
                 budget=stage.budget(agent), objective=o.objective,
                 space=tuple(spaces.space_to_json(space)), base_seed=o.base_seed,
                 n_workers=n_workers, n_startup_trials=max(n_workers, 10),
                 backbones=tuple(o.backbones), data_hash=data_hash,
                 split_hash=split_hash, train_defaults=dict(o.train),
-                sim=dict(o.sim))
-            _create_or_check(storage, spec)
-            every.append(spec.name)
-        firsts.append(chain[0])
-    return Campaign(tuple(firsts), tuple(every), mask_url(storage_url))
+                sim=dict(o.sim)))
+        firsts.append(study_name(experiment, agent, plan[0].name))
+    explicit = {False: o.trials is not None, True: o.seeds is not None}  # by is_refit
+    wanted = [_reconcile(spec, existing.get(spec.name), explicit[spec.stage_config.is_refit])
+              for spec in specs]  # every check before the first write
+    changes = [line for spec in wanted if (line := _store(storage, spec, n_workers))]
+    return Campaign(tuple(firsts), tuple(s.name for s in specs), mask_url(storage_url),
+                    tuple(changes))
 
 
-def _create_or_check(storage, spec: StudySpec) -> None:
+def _joined_chain(chain: tuple[str, ...], existing: dict[str, Any]) -> tuple[str, ...]:
+    """The stored chain of ``chain[0]``'s study when ``chain`` is a contiguous part of it
+    (new workers join the whole chain), else ``chain``."""
+    stored = existing.get(chain[0])
+    if not stored:
+        return chain
+    full = tuple(stored.get("chain", ()))
+    i = full.index(chain[0]) if chain[0] in full else -1
+    return full if i >= 0 and full[i:i + len(chain)] == chain else chain
+
+
+def _reconcile(spec: StudySpec, stored: dict[str, Any] | None, explicit: bool) -> StudySpec:
+    """The spec to store for ``spec``'s study, given the ``stored`` one (None: new study).
+
+    Raises:
+        ConfigError: the identities differ, or an explicit budget is below the stored one.
+    """
+    if stored is None:
+        return spec
+    wanted = spec.to_json()
+    diff = spec_differences(stored, wanted)
+    if diff:
+        raise ConfigError(f"study {spec.name} already exists with different settings "
+                          f"(differs in: {', '.join(diff)})",
+                          "these change its results: reuse the original settings, or pick a "
+                          "new --experiment name (only --workers and a larger --trials may change)")
+    old = StudySpec.from_json(stored)
+    if not explicit or spec.budget == old.budget:
+        return old
+    if spec.budget < old.budget:
+        flag = "--seeds" if spec.stage_config.is_refit else "--trials"
+        raise ConfigError(f"{flag} {spec.budget} would lower the budget of study {spec.name} "
+                          f"from {old.budget}: a budget can only grow",
+                          f"pass {flag} {old.budget} or more, or leave {flag} out to keep it")
+    return dataclasses.replace(old, stage=spec.stage, budget=spec.budget)
+
+
+def _store(storage, spec: StudySpec, n_workers: int) -> str:
+    """Create, join or extend ``spec``'s study and append to its budget history, under the
+    study's budget lock (workers claim under it too). A line naming the change, or ""."""
     import optuna
 
     study = optuna.create_study(study_name=spec.name, storage=storage, direction="maximize",
                                 load_if_exists=True)
     wanted = spec.to_json()
-    stored = study.user_attrs.get(SPEC_ATTR)
-    if stored is None:
-        study.set_user_attr(SPEC_ATTR, wanted)
-        return
-    stored = current_keys(stored)
-    if stored != wanted:
-        diff = sorted(k for k in wanted if stored.get(k) != wanted[k])
-        raise ConfigError(f"study {spec.name} already exists with a different spec "
-                          f"(differs in: {', '.join(diff)})",
-                          "reuse the original settings or pick a new --experiment name")
+    with study_lock(study_storage(study), study_id(study), "budget"):
+        stored = study.user_attrs.get(SPEC_ATTR)
+        if stored is not None:  # another launcher may have created it since the check
+            _reconcile(spec, stored, explicit=False)
+        history = list(study.user_attrs.get(BUDGET_HISTORY_ATTR, []))
+        old = None if stored is None else StudySpec.from_json(stored).budget
+        budget = spec.budget if old is None else max(old, spec.budget)
+        if old is None or budget > old:
+            study.set_user_attr(SPEC_ATTR, wanted)
+        at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        study.set_user_attr(BUDGET_HISTORY_ATTR,
+                            [*history, {"budget": budget, "at": at, "workers": n_workers}])
+    if old is None:
+        return ""
+    if budget > old:
+        return f"{spec.name}: budget raised from {old} to {budget}"
+    return f"{spec.name}: joined (budget {old})"
 
 
 def load_spec(storage, name: str):

@@ -22,7 +22,11 @@ PACKAGE_STAGES = Path(__file__).resolve().parents[3] / "launch" / "stages.toml"
 
 @dataclass(frozen=True)
 class StageConfig:
-    """One stage. ``trials`` is the study-wide budget (for refit: the number of seeds)."""
+    """One stage. ``trials`` is the study-wide budget (for refit: the number of seeds).
+
+    ``keep_models``: how many best-epoch models of the study's best COMPLETE trials stay on
+    disk (0: none); a refit keeps every seed's model instead (see :mod:`psy_agents.hpo.refit`).
+    """
 
     name: str = ""
     trials: int = 0
@@ -36,11 +40,13 @@ class StageConfig:
     top_k: int = 10
     margin: float = 0.15
     refit_from: str = ""
+    keep_models: int = 3
 
     def __post_init__(self) -> None:
         checks = [("epochs", self.epochs >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
                   ("top_k", self.top_k >= 1, ">= 1"), ("margin", self.margin >= 0, ">= 0"),
-                  ("train_fraction", 0 < self.train_fraction <= 1, "in (0, 1]")]
+                  ("train_fraction", 0 < self.train_fraction <= 1, "in (0, 1]"),
+                  ("keep_models", self.keep_models >= 0, ">= 0")]
         if self.refit_from:
             checks.append(("seeds", self.seeds >= 1, ">= 1 for a refit stage"))
             # Refit never stops early: that would select an epoch on the test split.

@@ -3,10 +3,13 @@
 Usage: ``launch worker --study NAME [--study NAME ...] --index I [--storage URL]``.
 
 Each ``--study`` is the first study of an agent's chain (its spec lists the chain); the
-worker runs the chains in the order given (its own agent first), each stage until the
-study-wide budget of finished (COMPLETE + PRUNED) trials is reached, then moves to the next
-stage. Before exiting it waits until no trial of its chains is RUNNING or WAITING, failing
-stale ones (dead workers) so that their retries run: nothing is left RUNNING.
+worker runs the chains in the order given (its own agent first). In each stage it starts
+trials while the study-wide budget has room (finished + running below the budget, claimed
+under a lock: :mod:`psy_agents.hpo.budget`), then moves to the next stage; a stage that
+builds on another (narrowing, refit) first waits for that one to finish, running its
+retries meanwhile. Before exiting it waits until no trial of its chains is RUNNING or
+WAITING, failing stale ones (dead workers) so that their retries run: nothing is left
+RUNNING.
 
 Exit codes: 0 all budgets finished; 75 (EX_TEMPFAIL, "requeue me") after SIGTERM/SIGUSR2 —
 the running trial was checkpointed and re-queued as WAITING, and a restarted worker resumes
@@ -25,12 +28,14 @@ import zlib
 from dataclasses import dataclass
 
 from psy_agents.errors import EXIT_REQUEUE, ConfigError, Preempted, TrialFailed
+from psy_agents.hpo.budget import FINISHED, BudgetGate, count, current_budget
 from psy_agents.hpo.connect import StorageSettings, is_transient, open_storage
 from psy_agents.hpo.history import finished_states, stage_space
+from psy_agents.hpo.models import sweep_checkpoints
 from psy_agents.hpo.objective import Objective
 from psy_agents.hpo.recovery import requeue_orphans, retry_callback
 from psy_agents.hpo.refit import refit_study, write_summary
-from psy_agents.hpo.spec import StudySpec, load_spec
+from psy_agents.hpo.spec import StudySpec, load_spec, study_name
 from psy_agents.hpo.storage_url import is_postgres, scrub
 from psy_agents.settings import Settings
 from psy_agents.tracking import Tracker
@@ -137,11 +142,50 @@ class Worker:
         chains = [load_spec(self.storage, name)[1].chain for name in self.cfg.studies]
         for chain in chains:
             for name in chain:
+                source = self._source_of(name)
+                if source and self._await_finished(source) == EXIT_REQUEUE:
+                    return EXIT_REQUEUE
                 if self._run_study(name) == EXIT_REQUEUE:
                     return EXIT_REQUEUE
         return self._drain([name for chain in chains for name in chain])
 
-    def _run_study(self, name: str) -> int:
+    def _source_of(self, name: str) -> str | None:
+        """The study that ``name`` narrows from or refits, if any."""
+        _, spec = load_spec(self.storage, name)
+        stage = spec.stage_config
+        source = stage.narrow_from or stage.refit_from
+        return study_name(spec.experiment, spec.agent, source) if source else None
+
+    def _await_finished(self, name: str) -> int:
+        """Wait until study ``name``'s budget is finished, running its retries (and any
+        budget that a failed trial gives back) meanwhile: a stage built on it reads its
+        finished trials. EXIT_DONE, or EXIT_REQUEUE when asked to stop."""
+        import optuna
+
+        poll_s = 0.2
+        while not self.stop.is_set():
+            study = optuna.load_study(study_name=name, storage=self.storage)
+            self._sweep(study)
+            _, spec = load_spec(self.storage, name)
+            verdict = count(study, counted_states(spec)).verdict(current_budget(study))
+            if verdict == FINISHED:
+                return EXIT_DONE
+            if verdict is None and self._run_study(name) == EXIT_REQUEUE:
+                return EXIT_REQUEUE
+            self.stop.wait(poll_s)
+            poll_s = min(2 * poll_s, float(self.cfg.connection.heartbeat_interval_s))
+        return EXIT_REQUEUE
+
+    def _sweep(self, study) -> None:
+        """Fail stale trials (their retries get queued), then delete the checkpoints of
+        trial chains that ended without a tell here (retries exhausted, a killed worker)."""
+        sweep_stale(study)
+        sweep_checkpoints(study, self.cfg.settings.runs_dir,
+                          max_retry=self.cfg.connection.max_retry)
+
+    def _run_study(self, name: str) -> int | str:
+        """Run trials of ``name`` while its budget has room: EXIT_REQUEUE, or the budget's
+        verdict (FINISHED, FULL) when no trial may start."""
         study, spec = load_spec(self.storage, name)
         if spec.stage_config.is_refit:
             return self._run_refit(name, spec)
@@ -154,26 +198,25 @@ class Worker:
         objective = Objective(spec, stage_space(self.storage, study, spec), study_name=name,
                               worker_index=self.cfg.index, stop=self.stop,
                               settings=self.cfg.settings,
-                              tracker=make_tracker(spec, name, self.cfg.settings.tracking_uri))
-        return self.optimize(study, objective, spec.budget, finished_states())
+                              tracker=make_tracker(spec, name, self.cfg.settings.tracking_uri),
+                              max_retry=self.cfg.connection.max_retry)
+        return self.optimize(study, objective, counted_states(spec))
 
-    def _run_refit(self, name: str, spec: StudySpec) -> int:
-        """Refit seeds until ``spec.budget`` are COMPLETE, then the summary, written once."""
-        from optuna.trial import TrialState
-
+    def _run_refit(self, name: str, spec: StudySpec) -> int | str:
+        """Refit seeds while the budget (seeds) has room; the summary is written, once, by
+        a worker that finds every seed COMPLETE."""
         study, objective = refit_study(self.storage, name, spec, worker_index=self.cfg.index,
-                                       stop=self.stop, settings=self.cfg.settings)
-        code = self.optimize(study, objective, spec.budget, (TrialState.COMPLETE,))
-        if code == EXIT_DONE:
+                                       stop=self.stop, settings=self.cfg.settings,
+                                       max_retry=self.cfg.connection.max_retry)
+        verdict = self.optimize(study, objective, counted_states(spec))
+        if verdict == FINISHED:
             write_summary(study, objective)
-        return code
+        return verdict
 
-    def optimize(self, study, objective: Objective, budget: int, states) -> int:
-        """Run trials until ``budget`` trials in ``states`` exist and none waits for a retry."""
-        from optuna.study import MaxTrialsCallback
-        from optuna.trial import TrialState
-
-        budget_cb = MaxTrialsCallback(budget, states=states)
+    def optimize(self, study, objective: Objective, states) -> int | str:
+        """Run trials, one claim of the budget each (:class:`BudgetGate`), until none may
+        start. ``states`` count as finished. Returns EXIT_REQUEUE, or the budget's verdict
+        (FINISHED, or FULL: the rest of the budget runs on other workers)."""
         blips = 0
         self._fails = []
         requeue: int | None = None  # a trial that a storage blip failed: retry it
@@ -183,13 +226,16 @@ class Worker:
                     self._requeue(study, requeue, preempted=False)
                     requeue = None
                 sweep_stale(study)
-                done = len(study.get_trials(deepcopy=False, states=states))
-                waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-                if done >= budget and waiting == 0:
-                    return EXIT_DONE
-                study.optimize(objective, catch=(TrialFailed,),
-                               callbacks=[budget_cb, self._log_trial(time.monotonic(), objective),
-                                          self._stop_cb])
+                gate = BudgetGate(study, states)
+                verdict = gate.claim()
+                if verdict is not None:
+                    return verdict
+                try:
+                    study.optimize(gate.wrap(objective), n_trials=1, catch=(TrialFailed,),
+                                   callbacks=[self._log_trial(time.monotonic(), objective),
+                                              objective.after_trial, self._stop_cb])
+                finally:
+                    gate.release()
                 blips = 0
                 self._check_failures(study.study_name)
             except Exception as exc:
@@ -262,7 +308,7 @@ class Worker:
             busy = False
             for name in names:
                 study = optuna.load_study(study_name=name, storage=self.storage)
-                sweep_stale(study)
+                self._sweep(study)
                 waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
                 if waiting and self._run_study(name) == EXIT_REQUEUE:
                     return EXIT_REQUEUE
@@ -302,6 +348,13 @@ def async_commit(storage, url: str) -> None:
 
     sqlalchemy.event.listen(storage.engine, "connect", on_connect)
     storage.engine.dispose()  # connections opened before the listener lack the setting
+
+
+def counted_states(spec: StudySpec) -> tuple:
+    """The trial states a study's budget counts: COMPLETE + PRUNED; a refit's, COMPLETE."""
+    from optuna.trial import TrialState
+
+    return (TrialState.COMPLETE,) if spec.stage_config.is_refit else finished_states()
 
 
 def _short(value) -> str:

@@ -27,6 +27,8 @@ from psy_agents.training.config import TrainConfig
 torch = lazy_import("torch")
 
 CHECKPOINT = "checkpoint.pt"
+# The saved model's folder under a run's ``output_dir`` (``run_training`` writes it there).
+MODEL_DIR = "model"
 
 
 def _atomic(path: Path, write: Any) -> None:

@@ -4,19 +4,49 @@ Post-level symptom probability = max over the pair's windows. The predicted span
 is the best valid span (start <= end, at most ``max_answer_tokens``) of the window where it
 beats that window's no-answer (CLS) score by the widest margin; if it beats it nowhere, the
 answer is "no answer".
+
+A ``progress`` factory (see :data:`ProgressFactory`), when given, draws a bar advanced once
+per batch; the default None draws nothing (the HPO worker, whose output is a log file).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from contextlib import nullcontext
-from typing import Any
+import math
+from collections.abc import Callable, Sequence
+from contextlib import closing, nullcontext
+from typing import Any, Protocol
 
 import numpy as np
 
 from psy_agents.data.features import WindowSet
 from psy_agents.training.batching import iter_eval_batches, to_device
 from psy_agents.training.metrics import best_spans, span_metrics, symptom_metrics
+
+
+class ProgressBar(Protocol):
+    """What a progress factory returns (a tqdm bar is one)."""
+
+    def update(self, n: int = 1) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+# progress(description, total batches) -> a bar; its ``update(1)`` runs once per batch and
+# reads nothing from the device, so a bar adds no host synchronisation to a step.
+ProgressFactory = Callable[[str, int], ProgressBar]
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        del n
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def open_bar(progress: ProgressFactory | None, desc: str, total: int) -> ProgressBar:
+    """``progress(desc, total)``, or a bar that draws nothing when ``progress`` is None."""
+    return progress(desc, total) if progress is not None else _NoBar()
 
 
 def autocast(device: str, bf16: bool) -> Any:
@@ -30,7 +60,8 @@ def autocast(device: str, bf16: bool) -> Any:
 
 def predict_windows(model: Any, ws: WindowSet, *, heads: tuple[str, ...], batch_size: int,
                     pad_id: int, device: str, bf16: bool, max_answer: int,
-                    pad_to: int | None = None) -> dict[str, np.ndarray]:
+                    pad_to: int | None = None,
+                    progress: ProgressFactory | None = None) -> dict[str, np.ndarray]:
     """Per-window outputs: ``cls`` logits and/or ``margin``/``s``/``e`` of the best span."""
     import torch
 
@@ -38,7 +69,8 @@ def predict_windows(model: Any, ws: WindowSet, *, heads: tuple[str, ...], batch_
     out = {"cls": np.full(n, -np.inf), "margin": np.full(n, -np.inf),
            "s": np.zeros(n, dtype=np.int64), "e": np.zeros(n, dtype=np.int64)}
     model.eval()
-    with torch.no_grad(), autocast(device, bf16):
+    bar = open_bar(progress, "eval", math.ceil(n / batch_size))
+    with torch.no_grad(), autocast(device, bf16), closing(bar):
         for rows, batch in iter_eval_batches(ws, batch_size, pad_id, pad_to):
             res = model(to_device(batch, device))
             if "cls" in heads:
@@ -52,6 +84,7 @@ def predict_windows(model: Any, ws: WindowSet, *, heads: tuple[str, ...], batch_
                 score, s, e = best_spans(start, end, valid, max_answer)
                 out["margin"][rows] = score - (start[:, 0] + end[:, 0])
                 out["s"][rows], out["e"][rows] = s, e
+            bar.update(1)
     return out
 
 
@@ -95,9 +128,11 @@ def pair_metrics(pairs: Sequence[Any], ws: WindowSet, pred: dict[str, np.ndarray
 
 
 def evaluate(model: Any, pairs: Sequence[Any], ws: WindowSet, *, heads: tuple[str, ...],
-             cfg: Any, device: str, pad_id: int) -> dict[str, float]:
-    """All metrics of ``model`` on ``pairs`` (whose windows are ``ws``)."""
+             cfg: Any, device: str, pad_id: int,
+             progress: ProgressFactory | None = None) -> dict[str, float]:
+    """All metrics of ``model`` on ``pairs`` (whose windows are ``ws``); ``progress``
+    draws a bar over the batches (None: no bar)."""
     pred = predict_windows(model, ws, heads=heads, batch_size=max(cfg.batch_size, 32),
                            pad_id=pad_id, device=device, bf16=cfg.bf16,
-                           max_answer=cfg.max_answer_tokens)
+                           max_answer=cfg.max_answer_tokens, progress=progress)
     return pair_metrics(pairs, ws, pred, heads, cfg.threshold)

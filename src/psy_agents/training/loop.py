@@ -3,6 +3,8 @@
 ``fit`` runs the epochs of one prepared run (see ``run.run_training`` for the preparation):
 each epoch trains (AMP, gradient accumulation, clipping, scheduler step), evaluates, writes
 the checkpoint, calls ``on_epoch`` and ``report`` (which may prune), and applies patience.
+A ``progress`` factory (``evaluate.ProgressFactory``) draws a bar per epoch and per
+evaluation; None (the default, and the HPO worker's choice) draws none.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +21,7 @@ import numpy as np
 from psy_agents.errors import Preempted
 from psy_agents.lazy import lazy_import
 from psy_agents.training.batching import batches, collate, plan_epoch, to_device
-from psy_agents.training.evaluate import autocast, evaluate
+from psy_agents.training.evaluate import ProgressFactory, autocast, evaluate, open_bar
 
 torch = lazy_import("torch")
 
@@ -53,8 +56,10 @@ class State:
 
 
 def train_epoch(run: Run, epoch: int, *, stop_requested: Callable[[], bool] | None = None,
-                pad_to: int | None = None) -> tuple[float, int]:
+                pad_to: int | None = None,
+                progress: ProgressFactory | None = None) -> tuple[float, int]:
     """One pass over the epoch's windows; returns ``(mean loss, windows seen)``.
+    ``progress`` draws a bar advanced once per batch (None: no bar).
 
     Raises:
         Preempted: ``stop_requested()`` turned true at a batch boundary.
@@ -68,41 +73,46 @@ def train_epoch(run: Run, epoch: int, *, stop_requested: Callable[[], bool] | No
     torch.manual_seed(cfg.seed * 100_003 + epoch)
     model.train()
     total, seen = 0.0, 0
-    for step, pos in enumerate(order):
-        if stop_requested is not None and stop_requested():
-            raise Preempted(f"stop requested during epoch {epoch}")
-        batch = to_device(collate(run.train_ws, plan.index[pos], pad_id=run.pad_id,
-                                  pad_to=pad_to, span_mask=plan.span_mask[pos],
-                                  cls_weight=plan.cls_weight[pos]), run.device)
-        with autocast(run.device, cfg.bf16):
-            loss = run.spec.loss(model(batch), batch, cfg, run.pos_weight)
-        (loss / cfg.grad_accum_steps).backward()
-        total += float(loss.detach()) * len(pos)
-        seen += len(pos)
-        if (step + 1) % cfg.grad_accum_steps == 0 or step + 1 == len(order):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            opt.step()
-            run.scheduler.step()
-            opt.zero_grad(set_to_none=True)
+    bar = open_bar(progress, f"epoch {epoch + 1}/{cfg.epochs}", len(order))
+    with closing(bar):
+        for step, pos in enumerate(order):
+            if stop_requested is not None and stop_requested():
+                raise Preempted(f"stop requested during epoch {epoch}")
+            batch = to_device(collate(run.train_ws, plan.index[pos], pad_id=run.pad_id,
+                                      pad_to=pad_to, span_mask=plan.span_mask[pos],
+                                      cls_weight=plan.cls_weight[pos]), run.device)
+            with autocast(run.device, cfg.bf16):
+                loss = run.spec.loss(model(batch), batch, cfg, run.pos_weight)
+            (loss / cfg.grad_accum_steps).backward()
+            total += float(loss.detach()) * len(pos)
+            seen += len(pos)
+            if (step + 1) % cfg.grad_accum_steps == 0 or step + 1 == len(order):
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                run.scheduler.step()
+                opt.zero_grad(set_to_none=True)
+            bar.update(1)  # a count of batches only: nothing is read from the device
     return total / max(seen, 1), seen
 
 
 def fit(run: Run, state: State, *, report: Callable[[float, int], bool] | None,
         on_epoch: Callable[[Any], None] | None, stop_requested: Callable[[], bool] | None,
-        save: Callable[[State, bool], None], make_record: Callable[..., Any]) -> str:
+        save: Callable[[State, bool], None], make_record: Callable[..., Any],
+        progress: ProgressFactory | None = None) -> str:
     """Train epochs ``state.epoch + 1 .. cfg.epochs - 1``; return why it stopped.
 
     ``save(state, improved)`` writes the checkpoint (and the best model); it runs after
     evaluation and before ``on_epoch``/``report``, so a pruned or killed run loses nothing.
+    ``progress`` draws a bar over each epoch's batches and each evaluation's (None: none).
     """
     cfg = run.cfg
     if state.bad_epochs >= cfg.patience:
         return "early_stopped"
     for epoch in range(state.epoch + 1, cfg.epochs):
         t0 = time.perf_counter()
-        loss, _ = train_epoch(run, epoch, stop_requested=stop_requested)
+        loss, _ = train_epoch(run, epoch, stop_requested=stop_requested, progress=progress)
         metrics = evaluate(run.model, run.eval_pairs, run.eval_ws, heads=run.spec.heads,
-                           cfg=cfg, device=run.device, pad_id=run.pad_id)
+                           cfg=cfg, device=run.device, pad_id=run.pad_id, progress=progress)
         value = float(run.spec.objective(metrics))
         improved = value > state.best_value
         if improved:

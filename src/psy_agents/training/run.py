@@ -150,7 +150,8 @@ def run_training(cfg: TrainConfig, data: Any, *,
                  on_epoch: Callable[[EpochRecord], None] | None = None,
                  stop_requested: Callable[[], bool] | None = None,
                  keep: str = "best",
-                 cache_dir: Path | None = None) -> TrainResult:
+                 cache_dir: Path | None = None,
+                 progress: Callable[[str, int], Any] | None = None) -> TrainResult:
     """Train ``cfg`` on ``data``'s train split, evaluating on ``eval_split`` every epoch.
 
     After each epoch: evaluate -> value (the agent's objective) -> checkpoint (if
@@ -158,7 +159,8 @@ def run_training(cfg: TrainConfig, data: Any, *,
     A checkpoint found at start resumes at the following epoch. With ``output_dir`` the
     best epoch's model (``keep="best"``) or the last epoch's (``keep="last"``: refit, where
     the eval split is the test split and no epoch may be selected on it), ``config.json``
-    and ``metrics.json`` are written there.
+    and ``metrics.json`` are written there. ``progress`` (``evaluate.ProgressFactory``)
+    draws bars over the batches; None, the default, draws none.
 
     Raises:
         ConfigError: impossible settings, or a checkpoint of another configuration.
@@ -176,15 +178,17 @@ def run_training(cfg: TrainConfig, data: Any, *,
     tok = load_tokenizer(resolve_backbone(cfg.backbone, data, cache_dir=cache_dir))
 
     def save(st: State, improved: bool) -> None:
+        # The model first: a checkpoint never records a best epoch whose model is not fully
+        # written (a run killed in between resumes before that epoch and computes it again).
+        if output_dir is not None and (improved or keep == "last"):
+            ckpt.save_model(Path(output_dir) / ckpt.MODEL_DIR, run.model, tok, cfg_dict)
         if checkpoint_dir is not None:
             ckpt.save_checkpoint(checkpoint_dir, model=run.model, optimizer=run.optimizer,
                                  scheduler=run.scheduler, cfg=cfg_dict, train_state=asdict(st))
-        if output_dir is not None and (improved or keep == "last"):
-            ckpt.save_model(Path(output_dir) / "model", run.model, tok, cfg_dict)
 
     first = state.epoch
     stopped = fit(run, state, report=report, on_epoch=on_epoch, stop_requested=stop_requested,
-                  save=save, make_record=EpochRecord)
+                  save=save, make_record=EpochRecord, progress=progress)
     history = tuple(EpochRecord(**h) for h in state.history)
     best = history[[h.epoch for h in history].index(state.best_epoch)] if history else None
     result = TrainResult(best_value=state.best_value, best_epoch=state.best_epoch,
