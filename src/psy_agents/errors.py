@@ -60,6 +60,13 @@ class ModelError(PsyAgentsError):
     """A backbone or saved model cannot be found or loaded."""
 
 
+class RunFailed(PsyAgentsError):
+    """A search ran but did not succeed: a worker failed for good, or a stage ended without
+    one COMPLETE trial. Exit code 1: the input was accepted, the run itself failed."""
+
+    exit_code = 1
+
+
 class Preempted(Exception):  # noqa: N818 - the name says what happened
     """The worker was asked to stop (SIGTERM/SIGUSR2); the trial's last finished epoch is
     checkpointed. Raised by the training loop and the simulated workload; the worker

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from psy_agents.backends.base import LaunchRequest
+from psy_agents.backends.base import Cancelled, LaunchRequest
 from psy_agents.backends.k8s import K8sBackend, job_manifest, job_name
 from psy_agents.backends.options import K8sOptions
 from psy_agents.backends.registry import load_options, start
@@ -179,9 +179,9 @@ def test_submit_status_cancel_against_emulated_api(kube, tmp_path):
     api.patch_namespaced_job_status("psy-paper-run-1", "psy-agents",
                                     {"status": {"completedIndexes": "0,2", "failedIndexes": "1"}})
     assert [s.state for s in backend.status(handle)] == ["succeeded", "failed", "succeeded"]
-    backend.cancel(handle)
+    assert backend.cancel(handle) == Cancelled()
     assert api.list_namespaced_job("psy-agents").items == []
-    backend.cancel(handle)  # idempotent
+    assert backend.cancel(handle) == Cancelled(ended=True)  # idempotent: the Job is gone
 
 
 def test_a_second_submit_takes_the_next_name_and_409_only_when_every_name_is_taken(

@@ -19,6 +19,7 @@ import yaml
 from click.testing import CliRunner
 
 from psy_agents.backends.base import (
+    Cancelled,
     Handle,
     LaunchRequest,
     forget_launch,
@@ -138,8 +139,8 @@ def test_two_local_launches_of_one_experiment_log_apart_and_cancel_stops_both(tm
                                        "--runs-dir", str(tmp_path / "runs")])
         assert out.exit_code == 0, out.output
         assert out.output.splitlines() == [
-            f"cancelled the local workers of e1 (job {procs[0].pid})",
-            f"cancelled the local workers of e1 (job {procs[1].pid}, launch 2)"]
+            "cancelled 1 local worker(s) of e1 (launch 1)",
+            "cancelled 1 local worker(s) of e1 (launch 2)"]
         assert [p.wait(timeout=60) for p in procs] == [130, 130]
     finally:
         for p in procs:
@@ -179,10 +180,12 @@ def test_each_k8s_launch_is_its_own_job_and_cancel_deletes_every_one(kube, tmp_p
     states = [[s.state for s in st] for _, st in launch_states(req.run_dir)]
     assert states == [["pending", "pending"], ["succeeded", "succeeded"],
                       ["pending", "pending"]]
-    assert [h.job_id for h in cancel_experiment(req.run_dir)] == names
+    assert [(h.job_id, done) for h, done in cancel_experiment(req.run_dir)] == \
+        [(n, Cancelled()) for n in names]
     assert [j.metadata.name for j in api.list_namespaced_job("psy-agents").items] == \
         ["psy-paper-run-1-3"]  # not ours: left alone
-    cancel_experiment(req.run_dir)  # idempotent
+    assert [done for _, done in cancel_experiment(req.run_dir)] == \
+        [Cancelled(ended=True)] * 3  # idempotent, and says the Jobs are gone
 
 
 def test_later_job_names_stay_dns_safe_and_short():
@@ -213,7 +216,7 @@ def test_two_slurm_launches_are_both_recorded_and_cancelled(tmp_path, monkeypatc
         wait_until(lambda: [[s.state for s in st] for _, st in launch_states(req.run_dir)]
                    == [["running"], ["running"]], 60, "sacct to report both launches running",
                    step=0.5)
-        assert cancel_experiment(req.run_dir) == handles
+        assert [h for h, _ in cancel_experiment(req.run_dir)] == handles
         wait_until(lambda: [[s.state for s in st] for _, st in launch_states(req.run_dir)]
                    == [["stopped"], ["stopped"]], 60, "both launches to be stopped", step=0.5)
     finally:

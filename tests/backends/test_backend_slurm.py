@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from psy_agents.backends.base import LaunchRequest
+from psy_agents.backends.base import Cancelled, LaunchRequest
 from psy_agents.backends.options import SlurmOptions
 from psy_agents.backends.slurm import SlurmBackend, parse_sacct
 from psy_agents.errors import BackendError
@@ -206,7 +206,8 @@ def test_cancel_stops_a_running_array(submit):
     # sacct (slurmdbd) learns of a start a moment after the task itself has started.
     wait_until(lambda: [s.state for s in backend.status(handle)] == ["running", "running"],
                30, "sacct to report both tasks running", step=0.5)
-    backend.cancel(handle)
+    assert backend.cancel(handle) == Cancelled()
     # The workers exit 75 on SIGTERM; a cancel must still stick (no self-requeue).
     assert [s.state for s in _wait_done(backend, handle)] == ["stopped", "stopped"]
     assert [len(records(rec, i)) for i in range(2)] == [1, 1]
+    assert backend.cancel(handle) == Cancelled(ended=True)  # idempotent, and says so

@@ -10,18 +10,24 @@ defaults of the code.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.cli.test_cli_hpo import launch
+from tests.cli.test_cli_hpo import REPO, launch
 
 GOLDEN = Path(__file__).with_name("golden")
 USER_COMMAND = ["hpo", "--agent", "joint", "--workers", "16"]
 
 
 def _dry_run(tmp_path: Path, *args: str, env: dict | None = None):
+    # A dry run checks that the data loads, as a launch does: <cwd>/data is the sample
+    # (copied: a link would be resolved into the rendered worker paths).
+    data = tmp_path / "data"
+    if not data.exists():
+        shutil.copytree(REPO / "data" / "sample", data)
     return launch([*USER_COMMAND, *args, "--dry-run"], cwd=tmp_path,
                   env={"PSY_LAUNCH_DIR": str(tmp_path / "no-profiles"),
                        "PSY_DATA_DIR": str(tmp_path / "data"), **(env or {})})
@@ -41,7 +47,7 @@ def test_the_users_command_asks_for_one_gpu_per_worker(tmp_path, backend, golden
     out = _dry_run(tmp_path, "--backend", backend, *per_gpu)
     assert out.returncode == 0, out.stderr
     assert _normalized(out.stdout, tmp_path) == (GOLDEN / golden).read_text()
-    assert os.listdir(tmp_path) == []  # a dry run creates nothing
+    assert os.listdir(tmp_path) == ["data"]  # a dry run creates nothing
 
 
 def test_two_workers_per_gpu_differ_from_one_only_in_what_each_slot_runs():

@@ -161,7 +161,7 @@ def test_hpo_honours_psy_runs_dir_where_status_and_cancel_look(tmp_path):
     assert f"workers: local job {handle['job_id']} — succeeded 0" in status.stdout
     cancel = launch(["cancel", "--experiment", "rd"], cwd=work, env=env)
     assert cancel.returncode == 0, cancel.stderr
-    assert cancel.stdout.startswith("cancelled the local workers of rd")
+    assert cancel.stdout == "nothing to cancel: the local workers of rd (launch 1) have exited\n"
     # without it, they look in ./runs and say so in one line
     lost = launch(["cancel", "--experiment", "rd"], cwd=work,
                   env={"PSY_STORAGE": env["PSY_STORAGE"]})

@@ -179,6 +179,24 @@ class WorkerState:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class Cancelled:
+    """What ``Backend.cancel`` did to one launch (``launch cancel`` prints it as one line).
+
+    Attributes:
+        stopped: how many worker processes this call stopped, for a backend that signals
+            processes itself (local); None for one that cancels a job by its id (Slurm,
+            Kubernetes), which stops every task of it.
+        ended: True when nothing of the launch was running any more: nothing was stopped.
+        refused: why nothing was signalled although a recorded process may still run (a
+            handle that cannot prove which processes are the launch's); "" otherwise.
+    """
+
+    stopped: int | None = None
+    ended: bool = False
+    refused: str = ""
+
+
 class Backend(Protocol):
     """How N workers start. Implementations take their options dataclass in ``__init__``."""
 
@@ -206,8 +224,8 @@ class Backend(Protocol):
     def status(self, handle: Handle) -> list[WorkerState]:
         """One batched query for every worker's state."""
 
-    def cancel(self, handle: Handle) -> None:
-        """Stop every worker of ``handle``. Idempotent."""
+    def cancel(self, handle: Handle) -> Cancelled:
+        """Stop every worker of ``handle`` and say what was done. Idempotent."""
 
 
 def worker_command(head: tuple[str, ...], studies: tuple[str, ...], *, data_dir: str,

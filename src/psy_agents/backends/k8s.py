@@ -15,13 +15,18 @@ pod, from the in-cluster service account.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from pathlib import Path
 from typing import Any
 
-from psy_agents.backends.base import Handle, LaunchRequest, WorkerState, parse_index_ranges
+from psy_agents.backends.base import (
+    Cancelled,
+    Handle,
+    LaunchRequest,
+    WorkerState,
+    parse_index_ranges,
+)
 from psy_agents.backends.options import K8sOptions
 from psy_agents.backends.slot import slot_comment
 from psy_agents.errors import USAGE_EXIT, BackendError
@@ -255,14 +260,18 @@ class K8sBackend:
                 out.append(WorkerState(i, "pending", phases.get(i, "no pod yet")))
         return out
 
-    def cancel(self, handle: Handle) -> None:
-        """Delete the Job and (in the background) its pods. Idempotent: 404 is fine."""
+    def cancel(self, handle: Handle) -> Cancelled:
+        """Delete the Job and (in the background) its pods. Idempotent: a Job already gone
+        (404) is reported as ``ended``, not as an error."""
         ns = handle.data["namespace"]
-        # Already gone is fine: cancelling twice is not an error.
-        with contextlib.suppress(_NotFound), _api_errors(
-                f"delete Job {handle.job_id} in namespace {ns}", handle.experiment):
-            self._batch().delete_namespaced_job(handle.job_id, ns,
-                                                propagation_policy="Background")
+        try:
+            with _api_errors(f"delete Job {handle.job_id} in namespace {ns}",
+                             handle.experiment):
+                self._batch().delete_namespaced_job(handle.job_id, ns,
+                                                    propagation_policy="Background")
+        except _NotFound:
+            return Cancelled(ended=True)
+        return Cancelled()
 
 
 class _NotFound(BackendError):

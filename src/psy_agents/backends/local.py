@@ -9,8 +9,9 @@ GPU the backend starts the N*K processes itself: process i runs in slot ``i // K
 GPUs are refused then: a GPU would hold 2K processes of 1/K each).
 
 A worker that crashes is restarted up to ``max_restarts`` times; one that exits 0 is done;
-one that exits 75 ("requeue me") is restarted too. Ctrl-C (SIGINT) or SIGTERM to
-the launcher stops every worker's whole process group: SIGTERM first, so workers save a
+one that exits 75 ("requeue me") is restarted too; one that exits 2 (a user error: bad
+settings, unusable data) is failed at once, as a restart would fail the same way. Ctrl-C
+(SIGINT) or SIGTERM to the launcher stops every worker's whole process group: SIGTERM first, so workers save a
 checkpoint, SIGKILL after ``stop_grace_s``. No child outlives the launcher's return, nor
 the launcher itself: a launcher killed outright (SIGKILL) leaves its workers a SIGTERM.
 """
@@ -27,9 +28,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from psy_agents.backends.base import Handle, LaunchRequest, WorkerState, save_handle
+from psy_agents.backends.base import Cancelled, Handle, LaunchRequest, WorkerState, save_handle
+from psy_agents.backends.local_procs import ProcIdentity, cancel_launch, identify, pid_alive
 from psy_agents.backends.options import LocalOptions
-from psy_agents.errors import EXIT_REQUEUE, BackendError
+from psy_agents.errors import EXIT_REQUEUE, USAGE_EXIT, BackendError
 
 POLL_S = 0.2
 
@@ -78,6 +80,7 @@ class _Worker:
     restarts: int = 0
     state: str = "pending"
     history: list[int] = field(default_factory=list)  # exit codes of finished attempts
+    started: ProcIdentity | None = None  # the current attempt's process, for cancel
 
 
 class _Stop(Exception):
@@ -179,6 +182,10 @@ class LocalBackend:
         _kill_group(w.proc.pid, signal.SIGKILL)  # leftovers of the worker's own children
         if code == 0:
             w.state = "succeeded"
+        elif code == USAGE_EXIT:  # a user error: a restart would fail the same way
+            w.state = "failed"
+            _log(w, f"worker {w.index} exited with {code} (a user error, see above); "
+                    "not restarted")
         elif w.restarts < self.options.max_restarts:
             kind = "asked to be requeued" if code == EXIT_REQUEUE else f"exited with {code}"
             _log(w, f"worker {w.index} {kind}; restart {w.restarts + 1}"
@@ -203,11 +210,10 @@ class LocalBackend:
                                    f"pid {rec['pid']}, restarts {rec['restarts']}, log {rec['log']}"))
         return out
 
-    def cancel(self, handle: Handle) -> None:
-        """SIGTERM to the supervisor, which stops every worker group. Idempotent."""
-        pid = int(handle.job_id)
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
+    def cancel(self, handle: Handle) -> Cancelled:
+        """Stop the launch's workers, signalling only processes proved to be the ones it
+        started (see :func:`~psy_agents.backends.local_procs.cancel_launch`). Idempotent."""
+        return cancel_launch(handle)
 
 
 def log_dir(req: LaunchRequest) -> Path:
@@ -262,6 +268,7 @@ def _start(w: _Worker, base_env: dict[str, str]) -> None:
         w.proc = subprocess.Popen(w.argv, env={**base_env, **w.env}, stdout=fh,
                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   start_new_session=True, preexec_fn=die_with_parent())
+    w.started = identify(w.proc.pid)  # not reaped yet, so readable even if it exited
     w.state = "running"
 
 
@@ -292,15 +299,6 @@ def _kill_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def pid_alive(pid: int) -> bool:
-    """True while ``pid`` is a live process (a zombie counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _install_sigterm():
     def handler(signum, frame):
         raise _Stop()
@@ -313,7 +311,10 @@ def _install_sigterm():
 
 def _handle(req: LaunchRequest, workers: list[_Worker]) -> Handle:
     recs = [{"index": w.index, "pid": w.proc.pid if w.proc else None, "state": w.state,
-             "restarts": w.restarts, "exit_codes": w.history, "log": str(w.log)}
+             "restarts": w.restarts, "exit_codes": w.history, "log": str(w.log),
+             **(w.started.to_record() if w.started else {})}
             for w in workers]
+    me = identify(os.getpid())
     return Handle("local", req.experiment, str(os.getpid()),
-                  {"workers": recs, "workers_per_gpu": req.workers_per_gpu}, launch=req.launch)
+                  {"workers": recs, "workers_per_gpu": req.workers_per_gpu,
+                   "supervisor": me.to_record() if me else None}, launch=req.launch)

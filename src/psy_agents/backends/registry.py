@@ -18,6 +18,7 @@ from typing import Any
 
 from psy_agents.backends.base import (
     Backend,
+    Cancelled,
     Handle,
     LaunchRequest,
     WorkerState,
@@ -126,21 +127,23 @@ def launch_states(run_dir: Path, profile_dir: Path = PROFILE_DIR
     return out
 
 
-def cancel_experiment(run_dir: Path, profile_dir: Path = PROFILE_DIR) -> list[Handle]:
+def cancel_experiment(run_dir: Path, profile_dir: Path = PROFILE_DIR
+                      ) -> list[tuple[Handle, Cancelled]]:
     """Cancel the workers of every launch recorded under ``run_dir``, each on its own
-    backend. Idempotent. Returns the submitted launches, oldest first.
+    backend. Idempotent. Returns each submitted launch, oldest first, with what its
+    backend did.
 
     Raises:
         BackendError: nothing was recorded, or a backend could not cancel; every other
             launch is cancelled first, and the first failure is raised.
     """
-    handles = [h for h in load_handles(run_dir) if h.submitted]
+    done: list[tuple[Handle, Cancelled]] = []
     failures: list[BackendError] = []
-    for handle in handles:
+    for handle in (h for h in load_handles(run_dir) if h.submitted):
         try:
-            backend_for_handle(handle, profile_dir).cancel(handle)
+            done.append((handle, backend_for_handle(handle, profile_dir).cancel(handle)))
         except BackendError as exc:
             failures.append(exc)
     if failures:
         raise failures[0]
-    return handles
+    return done

@@ -20,7 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from psy_agents.backends.base import Handle, LaunchRequest, WorkerState, parse_index_ranges
+from psy_agents.backends.base import (
+    Cancelled,
+    Handle,
+    LaunchRequest,
+    WorkerState,
+    parse_index_ranges,
+)
 from psy_agents.backends.options import SlurmOptions
 from psy_agents.backends.slot import slot_comment
 from psy_agents.backends.slurm_task import SlurmWorkerTask
@@ -155,15 +161,19 @@ class SlurmBackend:
         n = int(handle.data.get("n_workers", len(states)))
         return [WorkerState(i, *states.get(i, ("unknown", "not in sacct yet"))) for i in range(n)]
 
-    def cancel(self, handle: Handle) -> None:
-        """``scancel`` the whole array. Idempotent (scancel of a finished job is a no-op)."""
+    def cancel(self, handle: Handle) -> Cancelled:
+        """``scancel`` the whole array. Idempotent: scancel of a finished job is a no-op,
+        reported as ``ended`` (``-v`` makes scancel say "Job/step already completing or
+        completed", which it otherwise keeps to itself)."""
         if shutil.which("scancel") is None:
             raise BackendError("`scancel` not found on PATH", "run on a Slurm login node")
-        out = subprocess.run(["scancel", handle.job_id], capture_output=True, text=True,
+        out = subprocess.run(["scancel", "-v", handle.job_id], capture_output=True, text=True,
                              check=False)
-        if out.returncode != 0 and "already completed" not in out.stderr:
+        ended = "already complet" in out.stderr
+        if out.returncode != 0 and not ended:
             raise BackendError(f"scancel {handle.job_id} failed: {out.stderr.strip()}",
                                "check the job with `squeue -j` and your permissions")
+        return Cancelled(ended=ended)
 
 
 @contextlib.contextmanager

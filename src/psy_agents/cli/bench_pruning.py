@@ -45,7 +45,7 @@ def bench_pruning(agent: str, fixed: tuple[str, ...], stage: str, trials: int | 
     from psy_agents.agents.registry import get_agent
     from psy_agents.bench.pruning import PruningSpec, compare, run_arms
     from psy_agents.bench.storage import new_experiment
-    from psy_agents.cli.hpo import parse_fixed
+    from psy_agents.cli.hpo_checks import parse_fixed
     from psy_agents.hpo.stages import load_stages
     from psy_agents.hpo.storage_url import mask_url
 

@@ -19,9 +19,15 @@ import click
 from psy_agents.agents.registry import AGENT_NAMES
 from psy_agents.backends.base import worker_command
 from psy_agents.cli.backend_options import backend_options
+from psy_agents.cli.hpo_checks import (
+    check_data,
+    check_outcome,
+    one_device,
+    parse_fixed,
+    refuse_local_storage,
+)
 from psy_agents.cli.options import shared_options
 from psy_agents.errors import ConfigError
-from psy_agents.hpo.storage_url import sqlite_path
 from psy_agents.settings import STORAGE_ENV, Settings
 
 FOLLOW_EVERY_S = 5.0
@@ -174,60 +180,6 @@ def _summary(storage_url: str, experiment: str) -> None:
         click.echo(line)
 
 
-def refuse_local_storage(backend: str, url: str) -> None:
-    """Kubernetes workers read the storage URL from the Secret, on other machines: a SQLite
-    file of the launcher's machine cannot be the database they use.
-
-    Raises:
-        ConfigError: ``--backend k8s`` with a SQLite storage.
-    """
-    if backend == "k8s" and sqlite_path(url) is not None:
-        raise ConfigError(
-            f"--backend k8s with the SQLite storage {url}: the pods cannot reach a file on "
-            "this machine, and they read the URL from the Secret",
-            "pass --storage (or PSY_STORAGE) with the PostgreSQL URL the Secret holds")
-
-
-def one_device(gpus_per_worker: int) -> int:
-    """``gpus_per_worker`` if a worker can use all of it (0 or 1).
-
-    Raises:
-        ConfigError: more than one GPU per worker: a trial trains on one device, so the
-            others would sit idle for the whole campaign.
-    """
-    if gpus_per_worker > 1:
-        raise ConfigError(
-            f"--gpus-per-worker {gpus_per_worker}: a trial trains on one GPU, so "
-            f"{gpus_per_worker - 1} of each worker's GPUs would sit idle",
-            f"use --gpus-per-worker 1 and {gpus_per_worker}x the --workers (each worker "
-            "takes its own GPU)")
-    return gpus_per_worker
-
-
-def parse_fixed(items: tuple[str, ...]) -> dict[str, Any]:
-    """``("max_length=256", ...)`` -> ``{"max_length": 256}``, keys and types checked
-    against TrainConfig (ranges are checked per trial, beside the sampled values).
-
-    Raises:
-        ConfigError: an item without ``=``, an unknown key or a value of the wrong type.
-    """
-    import json
-
-    from psy_agents.config import checked_fields
-    from psy_agents.training.config import TrainConfig
-
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--fix {item!r} is not KEY=VALUE", "write it as --fix max_length=256")
-        try:
-            out[key.strip()] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key.strip()] = raw  # a bare word: pooling=mean
-    return checked_fields(TrainConfig, out, source="--fix")
-
-
 @click.command("hpo")
 @click.option("--agent", required=True, type=click.Choice([*AGENT_NAMES, "all"]),
               help="Agent to tune; `all` gives the four agents' chains one worker pool.")
@@ -307,11 +259,15 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, wor
         secret_values={STORAGE_ENV: url}, gpus_per_worker=gpus_per_worker,
         options=backend_options, workers_per_gpu=workers_per_gpu,
         launch=next_launch(settings.experiment_dir.resolve()))
+    # Everything a real launch checks is checked before the dry run prints and before
+    # anything is created: the artefact renders (GPU slots), the data loads.
+    rendered = be.render(req)
+    check_data(settings.data_dir, objective)
     if dry_run:
-        click.echo(be.render(req))
+        click.echo(rendered)
         return 0
     refuse_local_storage(backend, url)
-    be.check_available()  # before anything is created
+    be.check_available()
     _check_sources(url, experiment, _agents(agent), plan_stages)
     overrides = CampaignOverrides(
         objective=objective, trials=trials, epochs=epochs, seeds=seeds,
@@ -337,4 +293,6 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, wor
         if follow:
             _follow(url, experiment, be, handle, every_s=FOLLOW_EVERY_S)
     _summary(url, experiment)
+    if backend == "local" or follow:
+        check_outcome(url, experiment, handle)
     return 0
