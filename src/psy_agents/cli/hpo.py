@@ -117,8 +117,7 @@ def _worker_argv(backend: str, options: Any, studies: tuple[str, ...],
 
 def campaign_over(rows) -> bool:
     """Every study's budget is finished and no trial is RUNNING or WAITING (for a retry)."""
-    return bool(rows) and all(r.finished >= r.budget and r.counts["RUNNING"] == 0
-                              and r.counts["WAITING"] == 0 for r in rows)
+    return bool(rows) and all(r.ended for r in rows)
 
 
 def _follow(storage_url: str, experiment: str, backend, handle, every_s: float) -> None:

@@ -125,8 +125,7 @@ def check_outcome(storage_url: str, experiment: str, handle) -> None:
                         f"read {failed[0].get('log', 'its log')}; fix the cause and run the "
                         "same `launch hpo` command again to resume")
     rows = all_status(open_storage(storage_url), experiment)
-    empty = [r for r in rows if r.finished >= r.budget and r.counts["COMPLETE"] == 0
-             and r.counts["RUNNING"] == 0 and r.counts["WAITING"] == 0]
+    empty = [r for r in rows if r.ended and r.counts["COMPLETE"] == 0]
     if empty:
         r = empty[0]
         raise RunFailed(f"study {r.name} ended without a COMPLETE trial "

@@ -54,6 +54,12 @@ class StudyStatus:
     def finished(self) -> int:
         return self.counts["COMPLETE"] + self.counts["PRUNED"]
 
+    @property
+    def ended(self) -> bool:
+        """The budget is finished and no trial is RUNNING or WAITING (for a retry)."""
+        return (self.finished >= self.budget and self.counts["RUNNING"] == 0
+                and self.counts["WAITING"] == 0)
+
 
 def _finished_spans(trials) -> list[tuple[datetime, datetime]]:
     """(start, complete) of the COMPLETE and PRUNED trials, in completion order."""

@@ -160,13 +160,10 @@ class Worker:
         """Wait until study ``name``'s budget is finished, running its retries (and any
         budget that a failed trial gives back) meanwhile: a stage built on it reads its
         finished trials. EXIT_DONE, or EXIT_REQUEUE when asked to stop."""
-        import optuna
-
         poll_s = 0.2
         while not self.stop.is_set():
-            study = optuna.load_study(study_name=name, storage=self.storage)
+            study, spec = load_spec(self.storage, name)
             self._sweep(study)
-            _, spec = load_spec(self.storage, name)
             verdict = count(study, counted_states(spec)).verdict(current_budget(study))
             if verdict == FINISHED:
                 return EXIT_DONE
