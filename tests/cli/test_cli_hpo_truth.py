@@ -79,3 +79,15 @@ def test_a_stage_that_ends_without_a_complete_trial_is_a_failed_run(pg_url):
         check_outcome(pg_url, "p", handle)
     add(TrialState.COMPLETE, 0.5)
     check_outcome(pg_url, "p", handle)  # one COMPLETE trial: a result
+
+
+def test_fix_ranges_are_judged_per_value_and_between_fixed_settings_only():
+    from psy_agents.cli.hpo_checks import parse_fixed
+    from psy_agents.errors import ConfigError
+
+    # stride (sampled) breaks its rule against a fixed max_length=128: left to each trial
+    assert parse_fixed(("max_length=128",)) == {"max_length": 128}
+    with pytest.raises(ConfigError, match="`dropout` is 5.0"):  # not masked by stride's rule
+        parse_fixed(("max_length=128", "dropout=5"))
+    with pytest.raises(ConfigError, match="`stride` is 64"):  # both fixed: judged together
+        parse_fixed(("max_length=128", "stride=64"))
