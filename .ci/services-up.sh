@@ -36,6 +36,15 @@ fi
 # podman and a Debian base image for the container end-to-end tests.
 bash "$here/containers-up.sh"
 
+# kubectl: its built-in kustomize builds k8s/ in tests/backends/test_backend_k8s.py (no
+# cluster needed); under CI that test fails when kubectl is missing. Debian's
+# kubernetes-client (1.20, kustomize v2.0.3) and newer kubectls build k8s/ alike.
+if ! command -v kubectl >/dev/null 2>&1; then
+    echo "[services] installing kubectl (kubernetes-client: kustomize build of k8s/)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null
+fi
+command -v kubectl >/dev/null 2>&1 || { echo "[services] kubectl is still missing" >&2; exit 1; }
+
 # Headless Chromium renders `launch report` pages in the report tests.
 if ! command -v chromium >/dev/null 2>&1; then
     echo "[services] installing chromium (report rendering tests)"

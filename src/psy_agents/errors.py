@@ -52,6 +52,12 @@ class StorageError(PsyAgentsError):
     """The Optuna storage (Postgres or SQLite) cannot be reached or used."""
 
 
+class StorageUnavailable(StorageError):
+    """The storage did not answer (refused, timed out, dropped): it may answer later, unlike
+    a wrong password or a missing schema. ``launch worker`` exits :data:`EXIT_REQUEUE` on it,
+    so its backend starts it again instead of failing it for good."""
+
+
 class BackendError(PsyAgentsError):
     """A backend (local, slurm, k8s) cannot submit, query or cancel workers."""
 

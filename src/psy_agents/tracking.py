@@ -1,24 +1,31 @@
 """MLflow tracking: one parent run per study, one child run per trial.
 
 HPO workers and ``launch train`` both log through :class:`Tracker`; the CLI hands it the
-tracking URI (``--mlflow-uri``, env ``MLFLOW_TRACKING_URI``: a server, or
-``file:///path/mlruns``); without one nothing is tracked. ``launch train`` is a study of one
+tracking URI (``--mlflow-uri``, env ``MLFLOW_TRACKING_URI``: a server, or a database
+such as ``sqlite:///path/mlflow.db``); without one nothing is tracked. ``launch train`` is a study of one
 trial (``train-<agent>``).
 The MLflow experiment is the psy-agents experiment; the parent run is tagged
 ``psy.study=<study>`` and found again by every worker (two workers racing at the very first
 trial may each create one; children still carry the study tag). Children log the trial's
 params, the per-epoch value, final value, state and metrics; a model the study keeps (its
 top-k, :mod:`psy_agents.hpo.models`) is logged as the ``model/`` artifacts of its trial's run.
-A tracking outage never fails a trial: each failure is one warning, after which tracking
-pauses for ``PAUSE_S`` seconds. Nothing secret is logged: params come from the search space
-and the spec, a model folder holds weights, tokenizer and the TrainConfig; never the URL.
+A tracking outage never fails a trial. A *pause* starts at a failed MLflow call: that call
+logs the one ``tracking unavailable`` warning of the pause, and the tracker makes no MLflow
+call for ``PAUSE_S`` seconds (what a trial logs meanwhile is dropped). The first call after
+the pause tries again: it resumes tracking, or fails and starts the next pause with its own
+warning. So a tracker (a worker makes one each time it takes up a study) logs one warning
+per pause, whether the outage lasts a second or an hour, and a later outage warns again.
+Nothing secret is logged: params come from the search space and the spec, a model folder
+holds weights, tokenizer and the TrainConfig; never the URL.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +36,9 @@ PAUSE_S = 60.0
 class Tracker:
     """MLflow client wrapper whose every call only warns on failure."""
 
-    def __init__(self, uri: str, experiment: str, study: str, spec_params: dict[str, Any]):
+    def __init__(self, uri: str, experiment: str, study: str, spec_params: dict[str, Any], *,
+                 pause_s: float = PAUSE_S, clock: Callable[[], float] = time.monotonic):
+        """``clock`` (seconds, monotonic) times the pauses of ``pause_s`` seconds."""
         # Fail fast: MLflow's default HTTP retries would stall a trial for minutes.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
@@ -39,7 +48,8 @@ class Tracker:
         self.parent_id: str | None = None
         self.children: dict[int, str] = {}  # trial number -> run id, while it runs
         self.ended: dict[int, str] = {}  # ... and once it has ended
-        self._paused_until = 0.0
+        self.pause_s, self._clock = pause_s, clock
+        self._paused_until = -math.inf
 
     @classmethod
     def maybe(cls, uri: str | None, experiment: str, study: str,
@@ -48,15 +58,17 @@ class Tracker:
         return cls(uri, experiment, study, spec_params) if uri else None
 
     def _safe(self, what: str, fn, *args, **kwargs):
-        if time.monotonic() < self._paused_until:
+        """``fn(...)``, or None without calling it during a pause; a failure starts a pause
+        and logs its one warning."""
+        if self._clock() < self._paused_until:
             return None
         try:
             return fn(*args, **kwargs)
         except Exception as exc:  # any MLflow/network failure: warn, never fail the trial
-            self._paused_until = time.monotonic() + PAUSE_S
+            self._paused_until = self._clock() + self.pause_s
             _log.warning("tracking unavailable (%s: %s: %s); trials go on, retrying tracking "
                          "in %.0f s", what, type(exc).__name__, str(exc).splitlines()[0][:200]
-                         if str(exc) else "", PAUSE_S)
+                         if str(exc) else "", self.pause_s)
             return None
 
     def _parent(self) -> str:

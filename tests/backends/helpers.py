@@ -15,7 +15,6 @@ import yaml
 from psy_agents.backends.local import pid_alive  # noqa: F401 - re-exported for tests
 
 STANDIN = Path(__file__).with_name("standin_worker.py")
-GOLDEN = Path(__file__).with_name("golden")
 
 
 def standin_argv(record_dir: Path, mode: str) -> tuple[str, ...]:

@@ -29,7 +29,7 @@ from psy_agents.backends.base import (
     reserve_launch,
     save_handle,
 )
-from psy_agents.backends.k8s import EXPERIMENT_LABEL, K8sBackend, job_name
+from psy_agents.backends.k8s import K8sBackend, job_name
 from psy_agents.backends.options import K8sOptions
 from psy_agents.backends.registry import cancel_experiment, launch_states, start
 from psy_agents.errors import BackendError
@@ -172,7 +172,7 @@ def test_each_k8s_launch_is_its_own_job_and_cancel_deletes_every_one(kube, tmp_p
     names = [start(backend, req).job_id for _ in range(3)]
     assert names == ["psy-paper-run-1", "psy-paper-run-1-2", "psy-paper-run-1-4"]
     jobs = {j.metadata.name: j for j in api.list_namespaced_job("psy-agents").items}
-    assert {jobs[n].metadata.labels[EXPERIMENT_LABEL] for n in names} == {"paper-run-1"}
+    assert {jobs[n].metadata.labels["psy-agents/experiment"] for n in names} == {"paper-run-1"}
     assert [(h.launch, h.job_id) for h in load_handles(req.run_dir)] == \
         [(1, names[0]), (2, names[1]), (3, names[2])]
     api.patch_namespaced_job_status(names[1], "psy-agents",

@@ -187,6 +187,21 @@ def test_local_workers_share_the_cpu_cores(monkeypatch):
     assert cpu_threads_env(4, {}) == {"OMP_NUM_THREADS": "4"}
     assert cpu_threads_env(32, {}) == {"OMP_NUM_THREADS": "1"}
     assert cpu_threads_env(4, {"OMP_NUM_THREADS": "2"}) == {}  # the user's choice stands
+    # In a Slurm task: the task's CPUs, not the node's 16.
+    assert cpu_threads_env(1, {"SLURM_CPUS_PER_TASK": "6"}) == {"OMP_NUM_THREADS": "6"}
+    assert cpu_threads_env(2, {"SLURM_CPUS_PER_TASK": "6"}) == {"OMP_NUM_THREADS": "3"}
+
+
+@pytest.mark.parametrize(("procs", "threads"), [(None, "6"), ("2", "3")])
+def test_a_slurm_task_gives_its_worker_processes_the_tasks_cpus(monkeypatch, procs, threads):
+    from psy_agents.backends.slurm_task import SlurmWorkerTask
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "6")
+    check = f"import os, sys; sys.exit(os.environ['OMP_NUM_THREADS'] != {threads!r})"
+    argv = (sys.executable, "-c", check, *(("--procs", procs) if procs else ()))
+    assert SlurmWorkerTask(argv, {}, max_requeues=0)(0) == 0
 
 
 def test_plan_gives_each_worker_its_thread_share(tmp_path, monkeypatch):

@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from psy_agents.hpo.connect import open_storage
 from psy_agents.hpo.spec import CampaignOverrides, create_campaign
 from psy_agents.hpo.stages import StageConfig
+from tests.cli.test_cli_answers import K8S_STORAGE
 from tests.cli.test_cli_hpo import REPO, launch
 
 IMAGE = "localhost/psy-agents:test"
@@ -86,6 +87,9 @@ class JobHarness:
         for env in container["env"]:
             source = env.get("valueFrom", {})
             if "fieldRef" in source:  # the completion index, from the pod's annotation
+                # the one downward-API path the Job controller fills, spelled as it does
+                assert source["fieldRef"]["fieldPath"] == (
+                    "metadata.annotations['batch.kubernetes.io/job-completion-index']"), source
                 value = str(index)
             elif "secretKeyRef" in source:
                 ref = source["secretKeyRef"]
@@ -138,7 +142,8 @@ def _render(tmp_path: Path, experiment: str, workers: int, *flags: str) -> dict:
     out = launch(["hpo", "--agent", "criteria", "--stage", "s1", "--workers", str(workers),
                   "--backend", "k8s", "--experiment", experiment, "--gpus-per-worker", "0",
                   "--k8s-image", IMAGE, "--k8s-image-pull-policy", "Never", *flags,
-                  "--dry-run"], cwd=tmp_path, env={"PSY_LAUNCH_DIR": str(REPO / "launch")})
+                  "--dry-run"], cwd=tmp_path, env={"PSY_LAUNCH_DIR": str(REPO / "launch"),
+                                                   "PSY_STORAGE": K8S_STORAGE})
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
 

@@ -4,7 +4,14 @@ No GPU, Slurm controller or Kubernetes API is needed: `--dry-run` prints exactly
 be submitted (the sbatch script submitit writes, the Job YAML), and the local dry run shows
 each worker's CUDA_VISIBLE_DEVICES. The user's command from the README is run as typed,
 with the default profiles left out (PSY_LAUNCH_DIR points nowhere) so the figures are the
-defaults of the code.
+defaults of the code; the `-site` goldens add a site profile (golden/site-<backend>.toml)
+setting the cluster options an admin sets. These goldens are the only ones of the sbatch
+script and the Job: each is what `launch hpo ... --dry-run` prints.
+
+Regenerate them after an intended change with
+`PSY_UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/cli/test_cli_gpus.py -k golden`:
+each differing golden is rewritten and its test fails, so review `git diff tests/cli/golden`
+and rerun without the variable.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from tests.cli.test_cli_hpo import REPO, launch
 
 GOLDEN = Path(__file__).with_name("golden")
 USER_COMMAND = ["hpo", "--agent", "joint", "--workers", "16"]
+# What a cluster user exports (README); the password must never reach the printed artefact.
+STORAGE = "postgresql+psycopg2://postgres:hunter2-secret@127.0.0.1:5432/test"
 
 
 def _dry_run(tmp_path: Path, *args: str, env: dict | None = None):
@@ -30,23 +39,44 @@ def _dry_run(tmp_path: Path, *args: str, env: dict | None = None):
         shutil.copytree(REPO / "data" / "sample", data)
     return launch([*USER_COMMAND, *args, "--dry-run"], cwd=tmp_path,
                   env={"PSY_LAUNCH_DIR": str(tmp_path / "no-profiles"),
-                       "PSY_DATA_DIR": str(tmp_path / "data"), **(env or {})})
+                       "PSY_DATA_DIR": str(tmp_path / "data"), "PSY_STORAGE": STORAGE,
+                       **(env or {})})
 
 
 def _normalized(text: str, tmp_path: Path) -> str:
     return text.replace(str(tmp_path), "<cwd>").replace(sys.executable, "<python>")
 
 
-@pytest.mark.parametrize(("backend", "golden", "per_gpu"), [
+def _assert_golden(text: str, name: str) -> None:
+    """``text`` equals golden ``name``; with PSY_UPDATE_GOLDEN=1 a differing golden is
+    rewritten and the test still fails, so no run passes on a golden it just wrote."""
+    path = GOLDEN / name
+    if os.environ.get("PSY_UPDATE_GOLDEN") == "1" and (
+            not path.exists() or text != path.read_text()):
+        path.write_text(text)
+        pytest.fail(f"rewrote {path}: review `git diff {path}`, then rerun without "
+                    "PSY_UPDATE_GOLDEN")
+    assert text == path.read_text()
+
+
+def _site(backend: str) -> list[str]:
+    return ["--profile", str(GOLDEN / f"site-{backend}.toml"), "--experiment", "Paper_Run.1"]
+
+
+@pytest.mark.parametrize(("backend", "golden", "extra"), [
     ("slurm", "hpo-slurm.sh", []), ("k8s", "hpo-k8s.yaml", []),
     # two worker processes in each array task / pod, sharing its one GPU
     ("slurm", "hpo-slurm-2-per-gpu.sh", ["--workers-per-gpu", "2"]),
     ("k8s", "hpo-k8s-2-per-gpu.yaml", ["--workers-per-gpu", "2"]),
+    # a site profile: partition, account, Apptainer ... / namespace, Kueue queue, tolerations ...
+    ("slurm", "hpo-slurm-site.sh", _site("slurm")), ("k8s", "hpo-k8s-site.yaml", _site("k8s")),
 ])
-def test_the_users_command_asks_for_one_gpu_per_worker(tmp_path, backend, golden, per_gpu):
-    out = _dry_run(tmp_path, "--backend", backend, *per_gpu)
+def test_golden_the_users_command_asks_for_one_gpu_per_worker(tmp_path, backend, golden,
+                                                              extra):
+    out = _dry_run(tmp_path, "--backend", backend, *extra)
     assert out.returncode == 0, out.stderr
-    assert _normalized(out.stdout, tmp_path) == (GOLDEN / golden).read_text()
+    _assert_golden(_normalized(out.stdout, tmp_path), golden)
+    assert "hunter2" not in out.stdout + out.stderr
     assert os.listdir(tmp_path) == ["data"]  # a dry run creates nothing
 
 

@@ -77,8 +77,11 @@ def test_embedded_sqlite_default_with_two_workers(tmp_path):
     ("k8s", "completionMode: Indexed"),
 ])
 def test_dry_run_prints_and_creates_nothing(tmp_path, backend, marker):
+    # k8s pods cannot reach the default SQLite file: a k8s launch names a server database
+    env = {"PSY_STORAGE": "postgresql+psycopg2://psy@postgres:5432/psy"} if backend == "k8s" \
+        else None
     out = launch(["hpo", "--agent", "joint", "--workers", "3", "--backend", backend,
-                  "--experiment", "dry", "--dry-run"], cwd=tmp_path)
+                  "--experiment", "dry", "--dry-run"], cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     assert marker in out.stdout
     assert not (tmp_path / "runs" / "optuna.db").exists()
@@ -122,22 +125,6 @@ def test_profile_file_takes_effect(tmp_path, flag):
     assert "#SBATCH --partition=a100-long" in lines and "#SBATCH --time=90" in lines
 
 
-def test_unknown_profile_key_is_one_line_listing_the_valid_keys(tmp_path):
-    import dataclasses
-
-    from psy_agents.backends.options import SlurmOptions
-
-    profile = tmp_path / "site.toml"
-    profile.write_text('partion = "gpu"\n')
-    out = launch(["hpo", "--agent", "criteria", "--backend", "slurm", "--profile", str(profile),
-                  "--experiment", "prof"], cwd=tmp_path)
-    assert out.returncode == 2
-    valid = ", ".join(sorted(f.name for f in dataclasses.fields(SlurmOptions)))
-    assert out.stderr == (f"error: {profile}: unknown key 'partion' — valid keys are: "
-                          f"{valid}\n")
-    assert not (tmp_path / "runs").exists()
-
-
 def test_option_of_unselected_backend_is_usage_error(tmp_path):
     out = launch(["hpo", "--agent", "criteria", "--slurm-partition", "gpu"], cwd=tmp_path)
     assert out.returncode == 2
@@ -158,17 +145,9 @@ def test_missing_sbatch_fails_before_anything_is_created(tmp_path):
 
 def test_unknown_agent_and_conflicting_stage_flags(tmp_path):
     out = launch(["hpo", "--agent", "planner"], cwd=tmp_path)
-    assert out.returncode == 2 and "Invalid value for '--agent'" in out.stderr
+    assert out.returncode == 2 and "error: invalid value for '--agent'" in out.stderr
     out = launch(["hpo", "--agent", "criteria", "--plan", "max", "--stage", "s1"], cwd=tmp_path)
     assert out.returncode == 2 and "give one of --plan, --stage or --stages" in out.stderr
-
-
-def test_unreachable_database_is_one_line(tmp_path):
-    out = launch(["hpo", "--agent", "criteria", "--objective", "simulated", "--storage",
-                  f"postgresql+psycopg2://u:{PASSWORD}@127.0.0.1:1/nodb"], cwd=tmp_path)
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
-    assert PASSWORD not in out.stderr and "***" in out.stderr
 
 
 def test_agent_all_shares_one_pool_and_each_worker_starts_on_its_own_agent(tmp_path, pg_url):

@@ -48,7 +48,8 @@ def test_version(capsys):
 
 def test_unknown_command_is_usage_error(capsys):
     assert run_main(["no-such-command"]) == 2
-    assert "No such command 'no-such-command'" in capsys.readouterr().err
+    assert capsys.readouterr().err == ("error: no such command 'no-such-command' — see "
+                                       "'launch --help'\n")
 
 
 def _install_failing_command(monkeypatch, exc: Exception) -> None:

@@ -24,6 +24,7 @@ from psy_agents.cli.main import COMMANDS, cli
 from psy_agents.cli.options import _DECLARED, build_settings, shared_options
 from psy_agents.hpo.spec import StudySpec
 from psy_agents.settings import Settings
+from tests.cli.test_cli_answers import K8S_STORAGE
 from tests.cli.test_cli_hpo import REPO, launch
 
 SRC = REPO / "src" / "psy_agents"
@@ -88,8 +89,8 @@ def _probe(settings: Settings) -> None:
 
 @pytest.mark.parametrize(("args", "env", "storage"), [
     ([], {}, "sqlite:///runs/optuna.db"),
-    ([], {"PSY_STORAGE": "postgresql://h/env"}, "postgresql://h/env"),
-    (["--storage", "sqlite:///flag.db"], {"PSY_STORAGE": "postgresql://h/env"},
+    ([], {"PSY_STORAGE": "postgresql+psycopg2://h/env"}, "postgresql+psycopg2://h/env"),
+    (["--storage", "sqlite:///flag.db"], {"PSY_STORAGE": "postgresql+psycopg2://h/env"},
      "sqlite:///flag.db"),
 ])
 def test_flag_beats_environment_beats_default(args, env, storage):
@@ -102,8 +103,8 @@ def test_flag_beats_environment_beats_default(args, env, storage):
 
 
 @pytest.mark.parametrize(("env", "message"), [
-    ({"PSY_GRACE_PERIOD_S": "x"}, "Invalid value for '--grace-period-s': 'x' is not a valid "
-                                  "integer"),
+    ({"PSY_GRACE_PERIOD_S": "x"}, "error: invalid value for '--grace-period-s': 'x' is not a "
+                                  "valid integer range — see 'launch worker --help'"),
     ({"PSY_HEARTBEAT_INTERVAL_S": "10", "PSY_GRACE_PERIOD_S": "5"},
      "error: heartbeat interval 10 s and grace period 5 s are inconsistent — use an "
      "interval >= 1 s and a grace period longer than the interval"),
@@ -184,7 +185,7 @@ def test_backends_tell_workers_their_own_folders(tmp_path):
 def test_k8s_dry_run_holds_no_path_of_the_launchers_machine(tmp_path):
     out = launch(["hpo", "--agent", "joint", "--workers", "2", "--backend", "k8s",
                   "--experiment", "kp", "--dry-run"], cwd=tmp_path,
-                 env={"PSY_RUNS_DIR": str(tmp_path / "runs")})
+                 env={"PSY_RUNS_DIR": str(tmp_path / "runs"), "PSY_STORAGE": K8S_STORAGE})
     assert out.returncode == 0, out.stderr
     assert str(tmp_path) not in out.stdout and str(REPO) not in out.stdout
     assert "- --data-dir\n        - /data\n        - --runs-dir\n        - /checkpoints\n" \

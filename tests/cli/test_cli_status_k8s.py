@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from psy_agents.backends.k8s import INDEX_ANNOTATION
 from tests.backends.helpers import KubeEmulator
 from tests.cli.test_cli_hpo import launch
 
@@ -28,12 +27,13 @@ def _apis(kubeconfig):
 
 
 def _running_pod(core, index: int) -> None:
-    """The pod of ``index`` as the Job controller and kubelet would leave it: Running."""
+    """The pod of ``index`` as the Job controller and kubelet would leave it: Running.
+    Label and annotation are spelled as the cluster writes them, not imported."""
     name = f"{JOB}-{index}-abcde"
     core.create_namespaced_pod(NS, {
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "labels": {"job-name": JOB},
-                     "annotations": {INDEX_ANNOTATION: str(index)}},
+                     "annotations": {"batch.kubernetes.io/job-completion-index": str(index)}},
         "spec": {"containers": [{"name": "worker", "image": "psy-agents:latest"}]}})
     core.patch_namespaced_pod_status(name, NS, {"status": {"phase": "Running"}})
 

@@ -73,7 +73,9 @@ def test_procs_and_gpu_share_together_are_a_usage_error():
 
 def test_workers_per_gpu_below_1_is_refused_before_anything_is_made(tmp_path):
     out = CliRunner().invoke(cli, ["hpo", "--agent", "joint", "--workers-per-gpu", "0",
-                                   "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+                                   "--runs-dir", str(tmp_path / "runs"), "--dry-run"],
+                             prog_name="launch")
     assert out.exit_code == 2
-    assert "Invalid value for '--workers-per-gpu': 0 is not in the range x>=1." in out.output
+    assert out.stderr == ("error: invalid value for '--workers-per-gpu': 0 is not in the range "
+                          "x>=1 — see 'launch hpo --help'\n")
     assert not (tmp_path / "runs").exists()

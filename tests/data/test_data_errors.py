@@ -156,13 +156,18 @@ def test_bad_ratios(ratios, message, data_copy, launch, snapshot):
     ('{"version": 1}', ", key seed: missing or not a int"),
 ])
 def test_unreadable_splits_file(content, message, data_copy, launch, snapshot):
+    """Each command's fix names only what that command has: `split` its --force, `stats`
+    (which has no --force) the `launch data split` command that rewrites the file."""
     bad = data_copy / "splits-13.json"
     bad.write_text(content, encoding="utf-8")
     before = snapshot(data_copy)
-    for args in (["split"], ["stats"]):
-        result = launch("data", *args, "--data-dir", data_copy)
-        _assert_one_error_line(result, f"error: {bad}{message} — delete {bad} or pass --force "
-                               "to rewrite it")
+    fixes = {"split": "pass --force to rewrite it",
+             "stats": f"rewrite it with `launch data split --data-dir {data_copy} --seed 13 "
+                      f"--ratios 0.7,0.15,0.15 --out {bad} --force`"}
+    for command, fix in fixes.items():
+        result = launch("data", command, "--data-dir", data_copy)
+        _assert_one_error_line(result, f"error: {bad}{message} — delete {bad} or {fix}")
+        assert result.stderr.strip().endswith(fix)
     assert snapshot(data_copy) == before
 
 

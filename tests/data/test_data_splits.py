@@ -76,8 +76,8 @@ def test_file_is_reused_and_mismatch_needs_force(data_copy, launch):
     other = launch("data", "split", "--data-dir", data_copy, "--out", out, "--seed", "5")
     assert other.exit_code == 2
     assert other.stderr.strip() == (
-        f"error: {out}, key seed: the file was made with 13, this run has 5 — pass --force to "
-        "rewrite it or choose another splits path")
+        f"error: {out}, key seed: the file was made with 13, this run has 5 — delete {out} or "
+        "pass --force to rewrite it")
     forced = launch("data", "split", "--data-dir", data_copy, "--out", out, "--seed", "5",
                     "--force")
     assert forced.exit_code == 0 and json.loads(out.read_text())["seed"] == 5
@@ -138,7 +138,6 @@ def test_read_only_data_dir_puts_splits_under_runs(data_copy, tmp_path, monkeypa
     assert read_splits(made)["hash"] == data.split_hash
     # A worker names its own runs folder (a read-only data volume on a cluster).
     worker_runs = tmp_path / "checkpoints"
-    prepare._CACHE.clear()  # the in-process cache would hand back the first result
     again = prepare.prepare_data(data_copy, seed=4, fallback_splits_dir=worker_runs / "splits")
     [theirs] = (worker_runs / "splits").glob("*-splits-4.json")
     assert read_splits(theirs)["hash"] == again.split_hash == data.split_hash

@@ -1,16 +1,26 @@
-"""Search spaces: sampling real Optuna trials, TrainConfig coverage, and pure narrowing."""
+"""Search spaces: sampling real Optuna trials, every knob changing training, and pure
+narrowing."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
+import threading
 
 import optuna
 import pytest
 
 from psy_agents.hpo import spaces
+from psy_agents.hpo.objective import Objective
 from psy_agents.hpo.spaces import Param, narrow
+from psy_agents.hpo.spec import StudySpec
+from psy_agents.hpo.stages import StageConfig
+from psy_agents.settings import Settings
 from psy_agents.training.config import TrainConfig
+from psy_agents.training.loop import train_epoch
+from psy_agents.training.run import prepare
+from tests.training.helpers import HandData, corpus_texts, sleep_pairs
 
 AGENTS = ("criteria", "evidence", "share", "joint")
 
@@ -36,9 +46,99 @@ def test_every_sampled_param_lands_in_train_config(agent):
         cfg = TrainConfig.from_dict({"agent": agent, **params})
         for name, value in params.items():
             assert getattr(cfg, name) == value, name
-    # every parameter really varies (a constant would be a searched-but-ignored knob)
+    # every parameter really varies (whether training reads it: the test below)
     for p in space:
         assert len({s[p.name] for s in samples if p.name in s}) >= 2, p.name
+
+
+# A point of each space where every knob can show in the first epoch: the focal loss (so
+# focal_gamma is sampled); batches of 8, no accumulation, the most no-answer windows and
+# 4 epochs, so the first epoch of the hand data is 2 optimizer steps of 8 planned, and
+# without warmup the second step already feels the schedule (a 20 % warmup is 1 step).
+# Other knobs start at their first choice or lowest value (lr at its highest).
+BASE = {"cls_loss": "focal", "batch_size": 8, "grad_accum_steps": 1, "epochs": 4,
+        "warmup_ratio": 0.0, "neg_ratio": 4.0, "max_length": 128, "stride": 48}
+KNOB_STAGE = StageConfig(name="s1", trials=4, epochs=4, patience=4, pruner="none")
+# Posts of ~150-250 tokens: two or three windows of 128 tokens, one of 512.
+KNOB_DATA = HandData(train=sleep_pairs(8, 0, max_before=20), val=sleep_pairs(2, 1), test=())
+
+
+@pytest.fixture(scope="module")
+def two_backbones(tmp_path_factory) -> tuple[str, str]:
+    """Two micro BERTs (hidden 32, 1 layer) on one WordPiece vocabulary, initialized from
+    seeds 0 and 1: the ``backbone`` knob, at a fraction of the tiny model's cost."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from psy_agents.agents.backbones import build_tiny_backbone
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("backbones")
+    first = build_tiny_backbone(corpus_texts(), root / "seed-0", vocab_size=400)
+    second = shutil.copytree(first, root / "seed-1")
+    config = BertConfig.from_pretrained(first)
+    config.update({"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                   "intermediate_size": 64})
+    for seed, folder in enumerate((first, second)):
+        torch.manual_seed(seed)
+        BertModel(config).save_pretrained(folder)
+    return str(first), str(second)
+
+
+def _base_point(space: spaces.Space) -> dict:
+    point = {}
+    for p in space:
+        if p.name in BASE:
+            point[p.name] = BASE[p.name]
+        elif p.kind == "categorical":
+            point[p.name] = p.choices[0]
+        else:
+            point[p.name] = p.high if p.name == "lr" else p.low
+    return point
+
+
+def _other_value(p: Param, value):
+    """A value of ``p``'s range other than ``value``: the last other choice, or the
+    farther bound."""
+    if p.kind == "categorical":
+        return [c for c in p.choices if c != value][-1]
+    return p.low if abs(value - p.high) < abs(value - p.low) else p.high
+
+
+def _what_training_did(objective: Objective, space: spaces.Space, point: dict) -> str:
+    """Digest of the weights and loss after the first epoch, trained from the TrainConfig
+    that ``objective`` builds out of ``point`` sampled like a trial (conditional params
+    dropped as a trial drops them)."""
+    params = spaces.suggest(optuna.trial.FixedTrial(point), space)
+    run = prepare(objective.train_config(params, seed=0), KNOB_DATA)
+    loss, seen = train_epoch(run, 0)
+    digest = hashlib.sha256(repr((loss, seen)).encode())
+    for tensor in run.model.state_dict().values():
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_every_knob_of_the_space_changes_what_training_does(agent, two_backbones):
+    """A knob that is sampled but that nothing reads (or that the trial's TrainConfig
+    drops) leaves the trained weights bit for bit the same: each one, moved alone from a
+    base point to another value of its range, must change them."""
+    space = spaces.agent_space(agent, two_backbones, KNOB_STAGE.epochs)
+    spec = StudySpec(experiment="e", agent=agent, stage=KNOB_STAGE.to_dict(),
+                     chain=(f"e.{agent}.s1",), budget=4, space=tuple(spaces.space_to_json(space)),
+                     backbones=two_backbones, train_defaults={"device": "cpu"})
+    objective = Objective(spec, space, study_name=spec.chain[0], worker_index=0,
+                          stop=threading.Event(), settings=Settings())
+    base = _base_point(space)
+    before = _what_training_did(objective, space, base)
+    # Training is deterministic: without this, every knob would look like it mattered.
+    assert _what_training_did(objective, space, dict(base)) == before
+    ignored = [(p.name, other) for p in space
+               for other in [_other_value(p, base[p.name])]
+               if _what_training_did(objective, space, {**base, p.name: other}) == before]
+    assert ignored == []
 
 
 def test_agent_spaces_cover_their_losses():

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -199,37 +199,16 @@ def test_stage_chain_runs_with_workers_alone(pg_url, tmp_path):
     metrics = json.loads((runs / "t" / "refit" / "criteria" / "metrics.json").read_text())
     assert metrics["split"] == "test" and len(metrics["seeds"]) >= 3
     value = metrics["metrics"]["value"]
-    assert len(value["values"]) >= 3 and value["std"] >= 0
+    assert len(value["values"]) >= 3
+    assert value["std"] == pytest.approx(statistics.stdev(value["values"]))  # sample stdev
     config = json.loads((runs / "t" / "refit" / "criteria" / "config.json").read_text())
     assert config["params"] and config["agent"] == "criteria"
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGUSR2], ids=["SIGTERM", "SIGUSR2"])
-def test_sigterm_checkpoints_requeues_and_exits_75_then_a_restart_resumes(pg_url, tmp_path, sig):
-    stage = StageConfig(name="s1", trials=2, epochs=3, patience=3, pruner="none")
-    camp = _campaign(pg_url, tmp_path / "runs", (stage,), workers=1, epoch_s=0.5)
-    proc = _start(camp.study_names, 0, tmp_path, storage=pg_url)
-    victim = _wait_for_running_trial(pg_url, "t.criteria.s1", min_epochs=1)
-    proc[0].send_signal(sig)
-    assert _wait([proc]) == [75], _logs(tmp_path)
-    states = Counter(t.state for t in _trials(pg_url, "t.criteria.s1"))
-    assert states[TrialState.WAITING] == 1 and states[TrialState.RUNNING] == 0
-    assert _wait([_start(camp.study_names, 1, tmp_path, storage=pg_url)]) == [0]
-    trials = _trials(pg_url, "t.criteria.s1")
-    (retry,) = [t for t in trials if t.user_attrs.get("original_trial") == victim.number
-                and t.number != victim.number]
-    assert retry.state == TrialState.COMPLETE
-    assert retry.user_attrs["resumed_from_epoch"] >= len(victim.intermediate_values) - 1
 
 
 def test_worker_cli_help_and_user_errors(pg_url, tmp_path):
     out = subprocess.run([str(LAUNCH), "worker", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "75 requeue me" in out.stdout and "PSY_STORAGE" in out.stdout
-    bad = f"postgresql+psycopg2://u:{SECRET}@127.0.0.1:1/x"
-    out = subprocess.run([str(LAUNCH), "worker", "--study", "a.b.c", "--index", "0",
-                          "--storage", bad], capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 2 and SECRET not in out.stderr
-    assert out.stderr.startswith("error: cannot use storage postgresql+psycopg2://u:***@")
+    # (An unreachable storage: tests/reliability/test_storage_faults.py, `worker` cases.)
     _campaign(pg_url, tmp_path / "runs", (S1,), workers=1)
     out = subprocess.run([str(LAUNCH), "worker", "--study", "t.nope.s1", "--index", "0",
                           "--storage", pg_url], capture_output=True, text=True, cwd=tmp_path)

@@ -1,13 +1,16 @@
 """Chaos: a real 4-worker local campaign while workers are SIGKILLed and Postgres restarts.
 
 `launch hpo --backend local --workers 4 --objective simulated` runs against a private
-PostgreSQL (tests/reliability/conftest.py). A seeded schedule SIGKILLs a worker that is in
-the middle of a trial several times (the local backend restarts it) and restarts the
-database once (`pg_ctl restart -m fast`). Afterwards nothing may be lost: the budget is met,
-no trial is RUNNING or WAITING, every FAIL says why and has a finished retry, no reported
-epoch was computed twice, every completed value is the one its params produce, and every
-trial that was COMPLETE just before the restart still is, with the same value (workers
-commit with synchronous_commit off; a fast shutdown must flush those commits).
+PostgreSQL (tests/reliability/conftest.py). A seeded schedule SIGKILLs workers that are in
+the middle of a trial until 4 kills have landed there (the local backend restarts each
+worker; a kill that finds its trial just ended is a miss and is repeated) and restarts the
+database once (`pg_ctl restart -m fast`). Each of the 4 killed trials must end FAIL as
+stale (no heartbeat) with a retry that resumed from its checkpoint. Afterwards nothing may
+be lost: the budget is met, no trial is RUNNING or WAITING, every FAIL says why and has a
+finished retry, no reported epoch was computed twice, every completed value is the one its
+params produce, and every trial that was COMPLETE just before the restart still is, with
+the same value (workers commit with synchronous_commit off; a fast shutdown must flush
+those commits).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import os
 import random
 import signal
 import time
+from dataclasses import dataclass
 
 import optuna
 import pytest
@@ -41,11 +45,21 @@ def _running_by_pid(storage, name: str) -> dict[int, optuna.trial.FrozenTrial]:
             if "pid" in t.user_attrs and t.intermediate_values}
 
 
-def _kill_a_busy_worker(rng, storage, run_dir, name) -> optuna.trial.FrozenTrial | None:
-    """SIGKILL a worker whose trial has reported an epoch; return that trial if the kill
-    caught it running."""
+@dataclass(frozen=True)
+class Kill:
+    """One SIGKILL: the trial its worker was running just before (RUNNING, 1+ epochs
+    reported), and whether the worker died inside it (the trial still RUNNING after the
+    kill: it was never told) rather than just after it ended."""
+
+    trial: optuna.trial.FrozenTrial
+    landed: bool
+
+
+def _kill_a_busy_worker(rng, storage, run_dir, name) -> Kill:
+    """SIGKILL a worker whose trial has reported an epoch and has 2+ epochs to go."""
     def pick():
-        busy = _running_by_pid(storage, name)
+        busy = {pid: t for pid, t in _running_by_pid(storage, name).items()
+                if len(t.intermediate_values) <= EPOCHS - 2}
         pids = sorted(set(worker_pids(run_dir).values()) & set(busy))
         return (pids, busy) if pids else None
 
@@ -53,21 +67,22 @@ def _kill_a_busy_worker(rng, storage, run_dir, name) -> optuna.trial.FrozenTrial
     pid = rng.choice(pids)
     os.kill(pid, signal.SIGKILL)
     trial = busy[pid]
-    # The trial may have ended between the query and the kill; then the kill hit the next
-    # one (checked by the chain invariants, not counted here).
-    after = storage.get_trial(trial._trial_id)
-    return trial if after.state == TrialState.RUNNING else None
+    # A trial still RUNNING after its worker's death was being run when the kill came. Else
+    # it ended (pruned, say) between the query and the kill: a miss, which _chaos repeats.
+    return Kill(trial, storage.get_trial(trial._trial_id).state == TrialState.RUNNING)
 
 
 def _chaos(launcher, private_pg, url, run_dir, name, seed=20261128):
+    """SIGKILL busy workers until KILLS kills have landed mid-trial, restarting the database
+    after the second kill; returns (the kills, COMPLETE values just before the restart)."""
     rng = random.Random(seed)
     wait_until(lambda: len(worker_pids(run_dir)) == 4, 60, "4 running workers")
     storage = open_storage(url)  # the launcher has created the schema by now
-    killed, before_restart = [], {}
-    for k in range(KILLS):
+    kills, before_restart = [], {}
+    while sum(k.landed for k in kills) < KILLS and len(kills) < 3 * KILLS:
         time.sleep(rng.uniform(0.5, 2.0))
-        killed.append(_kill_a_busy_worker(rng, storage, run_dir, name))
-        if k == 1:
+        kills.append(_kill_a_busy_worker(rng, storage, run_dir, name))
+        if len(kills) == 2:
             time.sleep(rng.uniform(0.2, 1.0))
             # Workers commit with synchronous_commit off: what others could already read
             # may not be flushed yet. A fast shutdown flushes it; check nothing is lost.
@@ -76,7 +91,7 @@ def _chaos(launcher, private_pg, url, run_dir, name, seed=20261128):
                               study.get_trials(states=(TrialState.COMPLETE,))}
             private_pg.restart()
         assert launcher.poll() is None, "the campaign ended before the chaos schedule did"
-    return killed, before_restart
+    return kills, before_restart
 
 
 def _check_chain(chain, space, sim, killed_numbers):
@@ -117,7 +132,7 @@ def test_sigkills_and_a_postgres_restart_lose_nothing(private_pg, tmp_path):
             "--trials", str(BUDGET), "--epochs", str(EPOCHS), "--workers", "4",
             "--experiment", "chaos", "--storage", url, "--local-max-restarts", "20",
             "--local-restart-delay-s", "0.2"]
-    code, logs, (killed, before_restart) = campaign_under_fault(
+    code, logs, (kills, before_restart) = campaign_under_fault(
         args, tmp_path, run_dir, lambda launcher: _chaos(launcher, private_pg, url, run_dir, name),
         timeout_s=150)
     assert code == 0, logs[-4000:]
@@ -128,8 +143,9 @@ def test_sigkills_and_a_postgres_restart_lose_nothing(private_pg, tmp_path):
     assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     after = {t.number: t.value for t in trials if t.state == TrialState.COMPLETE}
     assert before_restart and all(after.get(n) == v for n, v in before_restart.items())
-    killed_numbers = {t.number for t in killed if t is not None}
-    assert killed_numbers, "no kill caught a trial mid-run"
+    landed = [k.trial for k in kills if k.landed]
+    assert len(landed) == KILLS, f"{len(landed)} of {len(kills)} kills landed mid-trial"
+    killed_numbers = {t.number for t in landed}
     # A restart inside the retry lock can queue a retry twice; the second must end unrun
     # (FAIL, ``duplicate_of`` the first, same params, no epoch reported) and leave the chain.
     twins = [t for t in trials if "duplicate_of" in t.user_attrs]
@@ -137,9 +153,18 @@ def test_sigkills_and_a_postgres_restart_lose_nothing(private_pg, tmp_path):
         first = trials[twin.user_attrs["duplicate_of"]]
         assert twin.state == TrialState.FAIL and not twin.intermediate_values, twin
         assert first.params == twin.params, twin  # both copy the failed trial's params
+    by_chain = chains([t for t in trials if t not in twins])
     retried = []
-    for chain in chains([t for t in trials if t not in twins]).values():
+    for chain in by_chain.values():
         retried += _check_chain(chain, spec.search_space, spec.sim, killed_numbers)
+    for victim in landed:  # died inside its trial, was failed as stale, retried and resumed
+        failed = trials[victim.number]
+        assert failed.state == TrialState.FAIL, (victim.number, failed.state.name)
+        assert failed.user_attrs["fail_reason"].startswith("no heartbeat for over "), failed
+        last = by_chain[victim.user_attrs["original_trial"]][-1]
+        assert last.number > victim.number and last.state in FINISHED, last
+        resumed = last.user_attrs["resumed_from_epoch"]  # its checkpoint, not epoch 0
+        assert resumed is not None and resumed >= len(victim.intermediate_values) - 1, last
     assert sorted(retried) == sorted(killed_numbers)  # each killed trial was failed + retried
     values = [(t.user_attrs["original_trial"], t.value) for t in trials
               if t.state == TrialState.COMPLETE]

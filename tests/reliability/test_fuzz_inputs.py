@@ -13,6 +13,7 @@ one line on stderr, no traceback, and no file created (no runs/optuna.db, no spl
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import shutil
@@ -23,6 +24,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from psy_agents.backends.options import LocalOptions
 from psy_agents.backends.registry import load_options
 from psy_agents.data.load import ANNOTATIONS_FILE, POSTS_FILE
 from psy_agents.data.prepare import prepare_data
@@ -235,11 +237,14 @@ def _one_line_exit_2(args: list[str], cwd: Path) -> str:
 
 
 PROFILE, PLAN = "--backend-profile", "--stages-file"
+# The whole list, sorted: a misspelled key is one line that names every valid one.
+LOCAL_KEYS = ", ".join(sorted(f.name for f in dataclasses.fields(LocalOptions)))
 
 
 @pytest.mark.parametrize(("flag", "text", "expected"), [
     pytest.param(PROFILE, b"max_restarts = \n", "invalid TOML", id="profile-syntax"),
-    pytest.param(PROFILE, b"max_restart = 3\n", "unknown key 'max_restart' — valid keys are",
+    pytest.param(PROFILE, b"max_restart = 3\n",
+                 f"unknown key 'max_restart' — valid keys are: {LOCAL_KEYS}",
                  id="profile-unknown-key"),
     pytest.param(PROFILE, b"max_restarts = 'three'\n", "the value of 'max_restarts' is 'three'",
                  id="profile-wrong-type"),

@@ -5,13 +5,16 @@
   naming the cause and the fix, exit 2, within 10 s, print no password and create nothing;
 - the database disappears for 30 s mid-campaign (the private server is stopped, then
   started again): workers wait and retry with backoff, and the budget completes;
-- the MLflow server is unreachable: every trial still completes.
+- the MLflow server is unreachable: every trial still completes, each worker warns once
+  per pause (psy_agents/tracking.py), and warns again when a server that came back is lost.
 """
 
 from __future__ import annotations
 
 import datetime
+import logging
 import time
+from collections import Counter
 
 import optuna
 import psycopg2
@@ -20,6 +23,7 @@ from optuna.trial import TrialState
 
 from psy_agents.hpo.connect import StorageSettings, open_storage
 from psy_agents.hpo.worker import BLIP_WAIT_MAX_S, MAX_BLIPS, blip_wait_s
+from psy_agents.tracking import PAUSE_S, Tracker
 from tests.backends.helpers import wait_until
 from tests.reliability.conftest import free_port
 from tests.reliability.helpers import campaign_under_fault, run_launch, worker_pids
@@ -43,14 +47,20 @@ COMMANDS = pytest.mark.parametrize("command", [
 START_UP_S = 5.0
 
 
-def _fails_at_start(command, url: str, cwd, secret: str) -> tuple[str, float]:
-    """Run `launch COMMAND --storage URL`; check exit 2, one line, no ``secret``, no file
-    created. Returns (the line, seconds it took)."""
+def _down_exit(command) -> int:
+    """The exit code for a database that does not answer: a worker asks its backend to
+    start it again later (75); the launcher refuses, a user error (2)."""
+    return 75 if command[0] == "worker" else 2
+
+
+def _fails_at_start(command, url: str, cwd, secret: str, code: int = 2) -> tuple[str, float]:
+    """Run `launch COMMAND --storage URL`; check exit ``code``, one line, no ``secret``, no
+    file created. Returns (the line, seconds it took)."""
     before = _listing(cwd)
     started = time.monotonic()
     out = run_launch([*command, "--storage", url], cwd=cwd, timeout=60)
     elapsed = time.monotonic() - started
-    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.returncode == code, out.stdout + out.stderr
     assert out.stdout == "" and "Traceback" not in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, lines
@@ -64,9 +74,9 @@ def _masked(url: str) -> str:
 
 
 @COMMANDS
-def test_closed_port_is_one_line_exit_2_and_creates_nothing(tmp_path, command):
+def test_closed_port_is_one_line_and_creates_nothing(tmp_path, command):
     url = f"postgresql+psycopg2://postgres:{PASSWORD}@127.0.0.1:{free_port()}/nothing"
-    line, elapsed = _fails_at_start(command, url, tmp_path, PASSWORD)
+    line, elapsed = _fails_at_start(command, url, tmp_path, PASSWORD, _down_exit(command))
     assert line.startswith(f"error: cannot use storage {_masked(url)}: ")
     assert "Connection refused" in line and line.endswith(
         "— check the URL (--storage or PSY_STORAGE) and that the database is up")
@@ -74,10 +84,9 @@ def test_closed_port_is_one_line_exit_2_and_creates_nothing(tmp_path, command):
 
 
 @COMMANDS
-def test_host_that_drops_packets_is_one_line_exit_2_within_10_s(tmp_path, command,
-                                                                 blackhole_port):
+def test_host_that_drops_packets_is_one_line_within_10_s(tmp_path, command, blackhole_port):
     url = f"postgresql+psycopg2://postgres:{PASSWORD}@127.0.0.1:{blackhole_port}/nothing"
-    line, elapsed = _fails_at_start(command, url, tmp_path, PASSWORD)
+    line, elapsed = _fails_at_start(command, url, tmp_path, PASSWORD, _down_exit(command))
     assert line == (f"error: cannot use storage {_masked(url)}: connection to server at "
                     f'"127.0.0.1", port {blackhole_port} failed: timeout expired — check the '
                     "host and port in the URL (--storage or PSY_STORAGE): nothing answered (a "
@@ -150,6 +159,15 @@ def test_database_lost_mid_run_workers_wait_and_finish_the_budget(private_pg, tm
     assert all(t.user_attrs.get("fail_reason") for t in trials if t.state == TrialState.FAIL)
 
 
+def _tracking_warning_gaps(log: str) -> tuple[int, list[int]]:
+    """(number of ``tracking unavailable`` warnings in a worker log, seconds between each
+    and the next). Worker lines start with HH:MM:SS."""
+    when = [datetime.datetime.strptime(line[:8], "%H:%M:%S")
+            for line in log.splitlines() if " tracking unavailable (" in line]
+    return len(when), [int((b - a).total_seconds()) % 86_400
+                       for a, b in zip(when, when[1:], strict=False)]
+
+
 def test_unreachable_mlflow_server_never_fails_a_trial(pg_url, tmp_path):
     tracking = f"http://127.0.0.1:{free_port()}"
     out = run_launch(["hpo", "--agent", "criteria", "--stage", "s1", "--objective",
@@ -157,12 +175,75 @@ def test_unreachable_mlflow_server_never_fails_a_trial(pg_url, tmp_path):
                       "--experiment", "nomlflow", "--storage", pg_url],
                      cwd=tmp_path, env={"MLFLOW_TRACKING_URI": tracking})
     assert out.returncode == 0, out.stderr
-    logs = "\n".join(p.read_text() for p in
-                     sorted((tmp_path / "runs" / "nomlflow" / "logs").glob("*.log")))
-    assert "tracking unavailable" in logs
+    logs = {p.name: p.read_text()
+            for p in sorted((tmp_path / "runs" / "nomlflow" / "logs").glob("worker-*.log"))}
+    assert len(logs) == 2, list(logs)
+    for name, log in logs.items():
+        # Each trial's start tries to track; only the first try of a pause reaches MLflow
+        # (and warns), the worker's next trials inside the pause make no call.
+        count, gaps = _tracking_warning_gaps(log)  # whole seconds: a pause is >= 59
+        assert count and all(gap >= PAUSE_S - 1 for gap in gaps), (name, gaps, log[-2000:])
     trials = _finished(pg_url, "nomlflow.criteria.s1")
+    # 6 trials on 2 workers: one of them ran 3+, so it tried to track 3+ times.
+    assert max(Counter(t.user_attrs["worker_index"] for t in trials).values()) >= 3
     assert sum(t.state in FINISHED for t in trials) >= 6
     assert not [t for t in trials if t.state == TrialState.FAIL]
+
+
+@pytest.mark.slow  # MLflow's import and schema: ~20 s on the shared 2-core box
+def test_tracking_warns_once_per_pause_and_again_when_the_server_is_lost_again(private_pg,
+                                                                               caplog):
+    """One tracker through two outages of a real tracking server (MLflow's store on the
+    private PostgreSQL, stopped and started): one warning per pause however many calls it
+    covers, a second pause when the first ends with the server still down, tracking back
+    once the server is, and a warning at once when it is lost again. The pauses run on a
+    clock the test moves, so no test waits out 60 s."""
+    from mlflow import MlflowClient
+
+    uri = private_pg.new_database()
+    now = [0.0]
+    tracker = Tracker(uri, "pauses", "pauses.criteria.s1", {"agent": "criteria"},
+                      clock=lambda: now[0])
+    caplog.set_level(logging.WARNING, logger="psy_agents.tracking")
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("tracking unavailable (")]
+
+    tracker.start_trial(0, {"lr": 0.1})
+    tracker.log_epoch(0, 0, 0.1)
+    assert warnings() == [] and 0 in tracker.children
+    private_pg.stop()
+    try:
+        for epoch in (1, 2, 3):  # the first call fails and starts a pause; the others wait
+            tracker.log_epoch(0, epoch, 0.1)
+        assert len(warnings()) == 1 and warnings()[0].startswith("tracking unavailable "
+                                                                 "(log_epoch: ")
+        now[0] += PAUSE_S - 1  # still paused: no call, no warning
+        tracker.log_epoch(0, 4, 0.1)
+        assert len(warnings()) == 1
+        now[0] += 2  # the pause is over and the server still down: the next pause
+        tracker.log_epoch(0, 5, 0.1)
+        tracker.log_epoch(0, 6, 0.1)
+        assert len(warnings()) == 2
+    finally:
+        private_pg.start()
+    now[0] += PAUSE_S  # the server is back and the pause over: tracking resumes, silently
+    tracker.log_epoch(0, 7, 0.7)
+    tracker.end_trial(0, "COMPLETE", 0.7, {})
+    tracker.start_trial(1, {"lr": 0.2})
+    assert len(warnings()) == 2 and 1 in tracker.children
+    private_pg.stop()
+    try:
+        tracker.log_epoch(1, 0, 0.2)  # lost again: a new pause, warned at once
+        tracker.log_epoch(1, 1, 0.2)
+        assert len(warnings()) == 3
+    finally:
+        private_pg.start()
+    assert all("Connection refused" in w for w in warnings()), warnings()
+    # Only the calls outside the pauses reached the server: epochs 0 and 7 of trial 0.
+    history = MlflowClient(uri).get_metric_history(tracker.ended[0], "value")
+    assert [m.step for m in history] == [0, 7]
 
 
 def test_loop_backoff_is_capped_jittered_and_waits_out_minutes():

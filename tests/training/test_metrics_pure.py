@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from psy_agents.training.metrics import (
     auroc,
     best_match,
-    best_spans,
     binary_f1,
     span_metrics,
     symptom_metrics,
@@ -28,7 +26,9 @@ def test_auroc_is_the_rank_statistic_with_half_credit_for_ties():
     assert auroc([1, 1], [0.2, 0.3]) is None
 
 
-def test_symptom_macro_f1_averages_symptoms_that_have_positives():
+def test_symptom_macro_f1_leaves_out_a_symptom_with_no_gold_and_no_predicted_positive():
+    """The README's definition: C has neither, so the mean is over A and B. Counting C as
+    0 (scikit-learn's default ``zero_division``) would give 5/9, as 1 would give 8/9."""
     m = symptom_metrics(["A", "A", "B", "B", "C"], [1, 0, 1, 1, 0], [0.9, 0.2, 0.6, 0.1, 0.1],
                         threshold=0.5)
     assert m["f1/A"] == 1.0
@@ -36,6 +36,12 @@ def test_symptom_macro_f1_averages_symptoms_that_have_positives():
     assert "f1/C" not in m  # no gold and no predicted positive
     assert m["symptom_macro_f1"] == pytest.approx((1 + 2 / 3) / 2)
     assert m["auroc/A"] == 1.0
+    # A false positive on C makes it count, at F1 0.
+    m = symptom_metrics(["A", "A", "B", "B", "C"], [1, 0, 1, 1, 0], [0.9, 0.2, 0.6, 0.1, 0.7],
+                        threshold=0.5)
+    assert m["f1/C"] == 0.0 and m["symptom_macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    # Nothing to count at all (no positive anywhere): 0, so the all-absent baseline is 0.
+    assert symptom_metrics(["A", "B"], [0, 0], [0.1, 0.2], 0.5)["symptom_macro_f1"] == 0.0
 
 
 def test_token_f1_and_exact_match_against_the_best_gold_sentence():
@@ -49,13 +55,3 @@ def test_span_metrics_report_no_answer_accuracy_over_negatives():
     m = span_metrics(["a b", None], [["a b"], ["c"]], [False, True, False, False])
     assert m == {"span_f1": 0.5, "span_em": 0.5, "no_answer_acc": 0.75}
 
-
-def test_best_span_respects_order_length_and_validity():
-    start = np.array([[0.0, 5.0, 0.0, 0.0, 9.0]])
-    end = np.array([[0.0, 0.0, 9.0, 1.0, 0.0]])
-    valid = np.array([[False, True, True, True, False]])
-    score, s, e = best_spans(start, end, valid, max_answer=3)
-    assert (int(s[0]), int(e[0]), float(score[0])) == (1, 2, 14.0)  # token 4 is not valid
-    _, s, e = best_spans(start, end, valid, max_answer=1)
-    assert (int(s[0]), int(e[0])) in {(2, 2), (1, 1)}
-    assert int(e[0]) >= int(s[0])

@@ -17,7 +17,8 @@ def _launch(*args: str, cwd) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize(("args", "params", "message"), [
-    (["--agent", "critera"], None, "error: unknown agent 'critera' — use one of: criteria"),
+    (["--agent", "critera"], None, "error: invalid value for '--agent': 'critera' is not one "
+                                  "of 'criteria', 'evidence'"),
     (["--agent", "joint", "--backbone", "./no/such/dir"], None,
      "error: backbone directory ./no/such/dir does not exist"),
     (["--agent", "joint"], {"lr": 1e-4, "lrr": 2}, "unknown key 'lrr' — valid keys are:"),

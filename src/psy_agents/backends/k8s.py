@@ -6,7 +6,7 @@ the first is ``psy-<experiment>``, a later one ``psy-<experiment>-<n>`` (the fir
 name from the launch number on), all with the same experiment label.
 
 The manifest is built as a plain dict (:func:`job_manifest`), printed as YAML for
-``--dry-run`` and pinned by tests/backends/golden/job.yaml; ``k8s/base/worker-job.yaml`` is
+``--dry-run`` and pinned by tests/cli/golden/hpo-k8s*.yaml; ``k8s/base/worker-job.yaml`` is
 the same Job as a kustomize template. The storage URL reaches pods only through a
 ``secretKeyRef``; the launcher never reads or writes its value. The ``kubernetes`` client is
 imported lazily and configured from ``kubeconfig``/``$KUBECONFIG``/``~/.kube/config`` or, in a

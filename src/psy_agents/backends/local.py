@@ -250,11 +250,19 @@ def cpu_threads_env(n_workers: int, environ: dict[str, str] | None = None) -> di
     the CPU cores, unless the user set it. Without it every worker's torch starts one thread
     per core: N workers oversubscribe the cores N times and their OpenMP threads spin on
     each other (a 2-worker training run on 2 cores crawled at a fraction of 1 worker's speed).
+    In a Slurm task the cores are the task's ``SLURM_CPUS_PER_TASK``, not the node's (the
+    affinity mask is the whole node where Slurm does not bind tasks to cores).
     """
     environ = os.environ if environ is None else environ
     if "OMP_NUM_THREADS" in environ:
         return {}
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores: int | None = None
+    if environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        cores = int(environ["SLURM_CPUS_PER_TASK"])
+    elif hasattr(os, "sched_getaffinity"):
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count()
     return {"OMP_NUM_THREADS": str(max(1, (cores or 1) // max(1, n_workers)))}
 
 

@@ -1,7 +1,7 @@
 """Slurm backend: one job array of N tasks submitted through submitit.
 
 The sbatch script is produced by submitit's own ``_make_sbatch_string`` (a private API,
-pinned by tests/backends/golden/sbatch.sh and by a test comparing it with the script a real
+pinned by tests/cli/golden/hpo-slurm*.sh and by a test comparing it with the script a real
 submission wrote), so ``--dry-run`` prints exactly what ``submit`` hands to sbatch. Each
 array task runs :class:`~psy_agents.backends.slurm_task.SlurmWorkerTask`; secrets reach it
 through the environment Slurm exports from the submitting shell, never through the script.

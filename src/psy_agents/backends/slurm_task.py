@@ -26,9 +26,18 @@ import sys
 import time
 from collections.abc import Mapping
 
+from psy_agents.backends.local import cpu_threads_env
 from psy_agents.errors import EXIT_REQUEUE
 
 POLL_S = 0.5
+
+
+def slot_processes(argv: tuple[str, ...]) -> int:
+    """How many worker processes the command starts (``--procs K``; 1 without it)."""
+    for flag, value in zip(argv, argv[1:], strict=False):
+        if flag == "--procs" and value.isdigit():
+            return int(value)
+    return 1
 
 
 class SlurmWorkerTask:
@@ -56,7 +65,10 @@ class SlurmWorkerTask:
     def __call__(self, index: int) -> int:
         argv = [*self.worker_argv, "--index", str(index)]
         self._watch_sigterm()
-        self._proc = subprocess.Popen(argv, env={**os.environ, **self.env})
+        # The task's CPUs shared by the slot's processes: torch would start one thread per
+        # core of the whole node (a 2-epoch trial took 5x longer on a 2-core node).
+        threads = cpu_threads_env(slot_processes(self.worker_argv))
+        self._proc = subprocess.Popen(argv, env={**os.environ, **threads, **self.env})
         # Poll instead of wait(): a blocking wait() holds the Popen lock, and checkpoint()
         # runs in a signal handler on this same thread, so it could never reap the child.
         while (code := self._proc.poll()) is None:

@@ -2,7 +2,8 @@
 
 Check, split, describe or synthesize ReDSM5 data. ``--data-dir`` defaults to
 ``$PSY_DATA_DIR``, else ``./data/sample``. Every bad input ends in one ``error:`` line
-(exit code 2) and writes nothing.
+(exit code 2) and writes nothing. ``validate`` and ``stats`` only read; ``split`` writes
+the splits file; ``synth`` writes a new folder (an existing one only with ``--force``).
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ def split(settings: Settings, seed: int, ratios: str, out: Path | None, force: b
     dataset = load_dataset(settings.data_dir, strict=strict)
     path = out or default_splits_path(dataset.data_dir, seed, dataset.data_hash)
     body = ensure_splits(path, profiles_of(dataset), SYMPTOMS, data_hash=dataset.data_hash,
-                         seed=seed, ratios=fractions, force=force)
+                         seed=seed, ratios=fractions, force=force,
+                         rewrite_hint="pass --force to rewrite it")
     sizes = ", ".join(f"{name} {len(body[name])}" for name in SPLITS)
     click.echo(f"splits: {path} (hash {body['hash']}; {sizes} posts)")
 
@@ -90,20 +92,31 @@ def split(settings: Settings, seed: int, ratios: str, out: Path | None, force: b
 @_SEED
 @_RATIOS
 @click.option("--splits", "splits_path", type=click.Path(path_type=Path, dir_okay=False),
-              default=None, help="Splits file [default: <data-dir>/splits-<seed>.json].")
+              default=None, help="An existing splits file [default: <data-dir>/splits-<seed>"
+                                 ".json if it exists, else the split is made in memory].")
 @_SPECIAL
 @_JSON
 def stats(settings: Settings, seed: int, ratios: str, splits_path: Path | None,
           include_special_case: bool, as_json: bool) -> None:
-    """Per-symptom present/absent pairs and evidence spans in each split."""
-    from psy_agents.data.prepare import prepare_data
+    """Per-symptom present/absent pairs and evidence spans in each split (reads only)."""
+    from psy_agents.data.prepare import prepare_data, split_command
     from psy_agents.data.stats import split_stats, stats_lines
 
+    fractions = _ratios(ratios)
+    save = f"`{split_command(settings.data_dir, seed, fractions)}"
+    if splits_path is not None and not splits_path.exists():
+        raise DataError(f"{splits_path}: no such splits file",
+                        f"write it with {save} --out {splits_path}` or omit --splits")
     prepared = prepare_data(settings.data_dir, splits_path=splits_path, seed=seed,
-                            ratios=_ratios(ratios), include_special_case=include_special_case)
+                            ratios=fractions, include_special_case=include_special_case,
+                            write=False)
+    if prepared.splits_file is None:
+        click.echo(f"note: no splits file yet; this split was made in memory and not saved "
+                   f"— save it with {save}`", err=True)
     if as_json:
         click.echo(json.dumps({"data_hash": prepared.data_hash,
                                "split_hash": prepared.split_hash,
+                               "splits_file": prepared.splits_file and str(prepared.splits_file),
                                "splits": split_stats(prepared)}, indent=1))
     else:
         click.echo("\n".join(stats_lines(prepared)))
@@ -114,11 +127,16 @@ def stats(settings: Settings, seed: int, ratios: str, splits_path: Path | None,
               default=Path("data") / "sample", show_default=True, help="Output folder.")
 @click.option("--n-posts", type=click.IntRange(min=20), default=300, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-def synth(out: Path, n_posts: int, seed: int) -> None:
+@click.option("--force", is_flag=True,
+              help="Replace an existing folder whole (splits files in it included).")
+def synth(out: Path, n_posts: int, seed: int, force: bool) -> None:
     """Write synthetic ReDSM5 files with every known quirk planted (see manifest.json)."""
-    from psy_agents.data.synth import write_synthetic
+    from psy_agents.data.synth import replace_with_synthetic
 
-    manifest = write_synthetic(out, n_posts=n_posts, seed=seed)
+    if not force and out.is_dir() and any(out.iterdir()):
+        raise DataError(f"{out}: the folder exists and is not empty",
+                        "pass --force to replace all of it, or another --out")
+    manifest = replace_with_synthetic(out, n_posts=n_posts, seed=seed)
     planted = ", ".join(f"{k} {v}" for k, v in manifest.quirks.items())
     click.echo(f"wrote {out}: {manifest.n_posts} posts, {manifest.n_annotations} annotation "
                f"rows; planted {planted}")

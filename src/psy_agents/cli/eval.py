@@ -1,8 +1,10 @@
 """Usage: launch eval --model DIR [--split val|test] [--data-dir DIR]
 
 Evaluates a model saved by `launch train` and prints (and writes ``eval-<split>.json``
-beside it) the same metrics as training, per symptom too. A bar over the batches is drawn on
-stderr when it is a terminal; nothing extra otherwise.
+beside it) the same metrics as training, per symptom too, after a line that says what was
+scored: ``scored <model dir> (agent joint) on the val split of data/sample: 12 posts, 108
+pairs``. A bar over the batches is drawn on stderr when it is a terminal; nothing extra
+otherwise.
 """
 
 from __future__ import annotations
@@ -40,9 +42,14 @@ def eval_cmd(model_dir: Path, split: str, settings: Settings, limit_posts: int |
     metrics = evaluate(model, pairs, ws, heads=spec.heads, cfg=cfg.replace(device="cpu"),
                        device="cpu", pad_id=tok.pad_token_id or 0,
                        progress=batch_bars(click.get_text_stream("stderr")))
-    payload = {"agent": cfg.agent, "split": split, "objective": spec.objective_name,
-               "value": spec.objective(metrics), "metrics": metrics}
+    n_posts = len({p.post_id for p in pairs})
+    payload = {"agent": cfg.agent, "model_dir": str(model_dir), "split": split,
+               "data_dir": str(settings.data_dir), "posts": n_posts, "pairs": len(pairs),
+               "objective": spec.objective_name, "value": spec.objective(metrics),
+               "metrics": metrics}
     (Path(model_dir) / f"eval-{split}.json").write_text(json.dumps(payload, indent=2))
+    click.echo(f"scored {model_dir} (agent {cfg.agent}) on the {split} split of "
+               f"{settings.data_dir}: {n_posts} posts, {len(pairs)} pairs")
     for key in sorted(metrics):
         click.echo(f"{key:32s} {metrics[key]:.4f}")
     click.echo(f"{'objective (' + spec.objective_name + ')':32s} {payload['value']:.4f}")

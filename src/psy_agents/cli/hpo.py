@@ -260,12 +260,12 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, wor
         launch=next_launch(settings.experiment_dir.resolve()))
     # Everything a real launch checks is checked before the dry run prints and before
     # anything is created: the artefact renders (GPU slots), the data loads.
+    refuse_local_storage(backend, url)
     rendered = be.render(req)
     check_data(settings.data_dir, objective)
     if dry_run:
         click.echo(rendered)
         return 0
-    refuse_local_storage(backend, url)
     be.check_available()
     _check_sources(url, experiment, _agents(agent), plan_stages)
     overrides = CampaignOverrides(

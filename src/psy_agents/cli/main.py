@@ -3,19 +3,23 @@
 Root of the ``launch`` CLI. Subcommands live one per module and are imported only when
 invoked, so ``launch --help`` never imports torch, transformers, submitit or kubernetes.
 Every user error is a :class:`psy_agents.errors.PsyAgentsError`: one line, exit code 2.
+A click usage error (missing argument, bad choice, unknown option, bad value) is one line
+too, ``error: <message> — see 'launch CMD --help'``, exit code 2; help output is click's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 import traceback
+from collections.abc import Iterator
 
 import click
 
 from psy_agents import __version__
-from psy_agents.errors import PsyAgentsError
+from psy_agents.errors import USAGE_EXIT, PsyAgentsError
 
 # name -> (module:attribute, one-line help). The help lives here so listing the commands
 # imports none of them. A new command is one entry.
@@ -37,6 +41,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+_ARGS_KEY = "psy_agents.args"  # the root's arguments, in its context's meta
+
+
 class UserError(click.ClickException):
     """A :class:`PsyAgentsError` as click output: ``error: <message>`` on stderr, exit 2."""
 
@@ -48,15 +55,71 @@ class UserError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True, file=file)
 
 
+class OneLineUsage(click.UsageError):
+    """A click usage error as one line on stderr, exit 2:
+    ``error: <message> — see '<command path> --help'`` (click's own shows three)."""
+
+    def __init__(self, error: click.UsageError, where: str) -> None:
+        super().__init__(error.format_message(), error.ctx)
+        self.where = where
+        self.exit_code = USAGE_EXIT
+
+    def show(self, file=None) -> None:  # noqa: D102 - click API
+        message = " ".join(self.format_message().split()).removesuffix(".")
+        if message[1:2].islower():  # "Missing option" -> "missing option"; "--x" stays
+            message = message[0].lower() + message[1:]
+        click.echo(f"error: {message} — see '{self.where} --help'", err=True, file=file)
+
+
+@contextlib.contextmanager
+def _one_line_usage(root: click.Context | None = None) -> Iterator[None]:
+    """Re-raise a click usage error as :class:`OneLineUsage`; a group called without a
+    subcommand (click's NoArgsIsHelpError) still shows its help."""
+    try:
+        yield
+    except (OneLineUsage, click.exceptions.NoArgsIsHelpError):
+        raise
+    except click.UsageError as exc:
+        if exc.ctx is not None:
+            where = exc.ctx.command_path
+        else:  # click raises "requires an argument" without its context
+            where = _command_path(root) if root is not None else "launch"
+        raise OneLineUsage(exc, where) from exc
+
+
+def _command_path(root: click.Context) -> str:
+    """``launch data split``: the root's name and the (sub)command names among its
+    arguments (kept by :meth:`LazyGroup.parse_args`), up to the first plain command."""
+    path, cmd = [root.command_path], root.command
+    for token in root.meta.get(_ARGS_KEY, []):
+        if not isinstance(cmd, click.Group):
+            break
+        sub = cmd.get_command(root, token)
+        if sub is not None:  # else a group's own option
+            path.append(token)
+            cmd = sub
+    return " ".join(path)
+
+
 class LazyGroup(click.Group):
     """A group whose subcommands are imported on first use; the one door through which a
-    user error (a :class:`PsyAgentsError`, raised anywhere below) becomes click output."""
+    user error (a :class:`PsyAgentsError`, raised anywhere below) or a usage error (of the
+    root or any subcommand) becomes one line of click output."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        with _one_line_usage():
+            return super().make_context(info_name, args, parent=parent, **extra)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta[_ARGS_KEY] = list(args)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except PsyAgentsError as exc:
-            raise UserError(exc) from exc
+        with _one_line_usage(ctx):
+            try:
+                return super().invoke(ctx)
+            except PsyAgentsError as exc:
+                raise UserError(exc) from exc
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(COMMANDS))
@@ -117,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         click.echo(f"internal error: {type(exc).__name__}: {exc} "
-                   "— rerun with --debug for the traceback and report it", err=True)
+                   "— rerun as `launch --debug …` for the traceback and report it", err=True)
         sys.exit(1)
     sys.exit(rv if isinstance(rv, int) else 0)
 

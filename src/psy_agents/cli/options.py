@@ -23,6 +23,7 @@ from typing import Any
 
 import click
 
+from psy_agents.hpo.storage_url import check_storage_url
 from psy_agents.settings import (
     DEFAULT_DATA_DIR,
     DEFAULT_EXPERIMENT,
@@ -82,8 +83,16 @@ def shared_option(name: str, **changes: Any) -> Callable[[Callable], Callable]:
 
 
 def build_settings(**given: Any) -> Settings:
-    """A :class:`Settings` from option values (None or absent: the default)."""
+    """A :class:`Settings` from option values (None or absent: the default).
+
+    Raises:
+        StorageError: a given storage URL is unusable (see
+            :func:`psy_agents.hpo.storage_url.check_storage_url`): every command that takes
+            ``--storage`` is refused here, before it opens or creates anything.
+    """
     values = {k: v for k, v in given.items() if v is not None}
+    if "storage" in given:
+        values["storage"] = check_storage_url(values.get("storage", DEFAULT_STORAGE))
     values.setdefault("storage", DEFAULT_STORAGE)
     return Settings(**values)
 

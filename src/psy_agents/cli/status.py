@@ -21,13 +21,19 @@ from pathlib import Path
 import click
 
 from psy_agents.cli.options import shared_option, shared_options
+from psy_agents.errors import ConfigError
+from psy_agents.hpo.results import StudyStatus
+from psy_agents.hpo.storage_url import mask_url
 from psy_agents.settings import Settings
+
+SHOWN_EXPERIMENTS = 5  # an unknown --experiment lists this many of the stored ones
 
 
 @click.command("status")
 @shared_option("experiment", default=None, show_default=False,
-               help="Only studies of this experiment, and a line about its workers "
-                    "[env: PSY_EXPERIMENT].")
+               help="Only studies of this experiment, and a line about its workers; an "
+                    "experiment the storage does not hold is an error (exit 2) that lists "
+                    "those it holds [env: PSY_EXPERIMENT].")
 @click.option("--watch", type=click.FloatRange(min=0.5), default=None, metavar="SECONDS",
               help="Refresh every SECONDS until Ctrl-C.")
 @shared_options("storage", "runs_dir")
@@ -41,6 +47,8 @@ def status(experiment: str | None, watch: float | None, settings: Settings) -> N
     out = LiveLines(click.get_text_stream("stdout"))
     while True:
         rows = all_status(st, experiment)
+        if not rows and experiment is not None:
+            refuse_unknown_experiment(experiment, all_status(st), settings.storage)
         lines = status_lines(rows) or ["no studies yet — start one with `launch hpo`"]
         if experiment is not None:
             line = workers_line(settings.runs_dir / experiment)
@@ -51,6 +59,26 @@ def status(experiment: str | None, watch: float | None, settings: Settings) -> N
             return
         out.show([*lines, progress_line(rows)] if rows else lines)
         time.sleep(watch)
+
+
+def refuse_unknown_experiment(experiment: str, rows: list[StudyStatus], url: str) -> None:
+    """Refuse ``experiment`` when the storage holds studies (``rows``), none of it; an
+    empty storage passes (`launch status` then says there are no studies yet).
+
+    Raises:
+        ConfigError: naming the storage (masked) and up to :data:`SHOWN_EXPERIMENTS` of
+            its experiments, with their count.
+    """
+    names = sorted({row.name.split(".", 1)[0] for row in rows})  # no "." in an experiment
+    if not names:
+        return
+    listed = ", ".join(names[:SHOWN_EXPERIMENTS])
+    if len(names) > SHOWN_EXPERIMENTS:
+        listed += f" and {len(names) - SHOWN_EXPERIMENTS} more"
+    raise ConfigError(f"storage {mask_url(url)} holds no experiment {experiment!r}; its "
+                      f"{len(names)} experiment(s): {listed}",
+                      "pass one of them with --experiment, or the storage that holds it "
+                      "with --storage")
 
 
 def _ranges(indexes: list[int]) -> str:

@@ -20,15 +20,33 @@ from psy_agents.agents.registry import AGENT_NAMES
 from psy_agents.cli.options import shared_options
 from psy_agents.errors import ConfigError
 from psy_agents.settings import Settings
+from psy_agents.training.config import TrainConfig
+
+
+def _default(field: str) -> Any:
+    """TrainConfig's default for ``field`` (what a flag left out and absent from --config
+    gets)."""
+    return next(f.default for f in dataclasses.fields(TrainConfig) if f.name == field)
+
 
 LIMIT = click.option("--limit-posts", type=int, default=None, hidden=True,
                      help="Keep the first N posts of each split (quick checks).")
 
 
 def load_params(path: Path | None) -> dict[str, Any]:
-    """The params.json mapping (empty without a file); ConfigError on unreadable JSON."""
+    """The params.json mapping (empty without a file).
+
+    Raises:
+        ConfigError: ``path`` is missing, a directory, not JSON, or not a JSON object.
+    """
     if path is None:
         return {}
+    if Path(path).is_dir():
+        inside = Path(path) / "config.json"
+        raise ConfigError(f"--config {path} is a directory, not a params file",
+                          f"pass its {inside} (what `launch train` wrote there)"
+                          if inside.is_file() else
+                          'pass a JSON file of TrainConfig fields, e.g. {"lr": 1e-4, ...}')
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -59,20 +77,24 @@ def load_data(data_dir: Path, limit_posts: int | None) -> Any:
 
 def build_config(agent: str, params: dict[str, Any], source: str, **flags: Any) -> Any:
     from psy_agents.agents.registry import get_agent
-    from psy_agents.training.config import TrainConfig
 
     get_agent(agent)  # an unknown name is one ConfigError line listing the agents
     merged = {**params, "agent": agent, **{k: v for k, v in flags.items() if v is not None}}
     return TrainConfig.from_dict(merged, source=source)
 
 
-@click.command("train")
-@click.option("--agent", required=True, help=f"One of {', '.join(AGENT_NAMES)}.")
+@click.command("train", context_settings={"show_default": True})
+@click.option("--agent", required=True, type=click.Choice(AGENT_NAMES),
+              help="The agent to train.")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="params.json with TrainConfig fields (flags override it).")
-@click.option("--backbone", default=None, help="tiny, minilm, a model directory or a hub name.")
-@click.option("--epochs", type=int, default=None, help="Number of epochs.")
-@click.option("--seed", type=int, default=None, help="Training seed.")
+@click.option("--backbone", default=None,
+              help="tiny, minilm, a model directory or a hub name "
+                   f"[default: --config's, else {_default('backbone')}].")
+@click.option("--epochs", type=int, default=None,
+              help=f"Number of epochs [default: --config's, else {_default('epochs')}].")
+@click.option("--seed", type=int, default=None,
+              help=f"Training seed [default: --config's, else {_default('seed')}].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Output directory [default: <runs-dir>/train/<agent>].")
 @shared_options("data_dir", "runs_dir", "cache_dir", "tracking_uri")

@@ -22,21 +22,28 @@ error, else 0 only if all exited 0, else the first failure's code.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import click
 
 from psy_agents.cli.options import shared_options
-from psy_agents.errors import EXIT_REQUEUE
+from psy_agents.errors import EXIT_REQUEUE, StorageUnavailable
 from psy_agents.settings import STORAGE_ENV, Settings
 
 HELP = f"""Run one HPO worker on the given study chains until their budgets are finished.
 
 \b
 Exit codes: 0 done; {EXIT_REQUEUE} requeue me (after SIGTERM/SIGUSR2; the trial is
-checkpointed and re-queued); 2 user error. With --procs K: {EXIT_REQUEUE} if any process
+checkpointed and re-queued, or the storage did not answer at start: try again later);
+2 user error. With --procs K: {EXIT_REQUEUE} if any process
 asked to be requeued, else 2 if any met a user error, else 0 only if all exited 0.
 """
+# The CUDA allocator maps memory in growable segments instead of fixed blocks, so the memory
+# a trial of one shape frees fits the next trial's other shapes (less fragmentation between
+# trials). Set for this process (and a slot's children) before torch initializes CUDA; a
+# value the user set is kept.
+ALLOC_CONF = ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 # Options a --procs slot sets itself for its children, and the storage URL, which the
 # children inherit through PSY_STORAGE (a secret stays off command lines).
 _SLOT_SET = ("procs", "gpu_share", "index", "storage")
@@ -96,6 +103,7 @@ def child_argv(ctx: click.Context) -> list[str]:
                            "[default: <runs-dir>/cache; not read from the environment]."})
 def worker(studies: tuple[str, ...], index: int, procs: int, gpu_share: int,
            heartbeat_interval_s: int, grace_period_s: int, settings: Settings) -> int:
+    os.environ.setdefault(*ALLOC_CONF)
     from psy_agents.backends.slot import run_slot, share_gpu_memory
     from psy_agents.hpo.connect import StorageSettings
     from psy_agents.hpo.worker import Worker, WorkerConfig
@@ -116,4 +124,10 @@ def worker(studies: tuple[str, ...], index: int, procs: int, gpu_share: int,
                                  grace_period_s=grace_period_s)
     cfg = WorkerConfig(settings=settings, studies=own_chain_first(tuple(studies), index),
                        index=index, connection=connection)
-    return Worker(cfg).run()
+    try:
+        return Worker(cfg).run()
+    except StorageUnavailable as exc:
+        # A database that is down now may be up when the backend starts this worker again;
+        # exit 2 would tell every backend not to (k8s fails the index, local gives up).
+        exc.exit_code = EXIT_REQUEUE
+        raise

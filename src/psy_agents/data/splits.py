@@ -166,14 +166,18 @@ def make_splits(profiles: Mapping[str, frozenset[str]], symptoms: Sequence[str],
     return body
 
 
-def read_splits(path: Path) -> dict[str, Any]:
+def read_splits(path: Path, rewrite_hint: str | None = None) -> dict[str, Any]:
     """Read and check a splits file (structure and its own hash).
+
+    Args:
+        rewrite_hint: how the calling command rewrites the file (e.g. "pass --force to
+            rewrite it"); the fix of every error says to delete the file or do this.
 
     Raises:
         DataError: unreadable, not JSON, a missing or ill-typed key, or a hash that does not
             match the content (the file was edited).
     """
-    fix = f"delete {path} or pass --force to rewrite it"
+    fix = _fix(path, rewrite_hint)
     try:
         body = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
@@ -195,6 +199,13 @@ def read_splits(path: Path) -> dict[str, Any]:
     return body
 
 
+def _fix(path: Path, rewrite_hint: str | None) -> str:
+    """The fix of every splits-file error: delete it (it is made again on next use), or
+    rewrite it the way the calling command can. The hint comes from the caller because
+    only the caller knows its own flags (``data split`` has ``--force``, ``stats`` not)."""
+    return f"delete {path}" + (f" or {rewrite_hint}" if rewrite_hint else "")
+
+
 def write_splits(path: Path, body: Mapping[str, Any]) -> None:
     """Write ``body`` to ``path`` atomically (temp file + rename in the same folder)."""
     try:
@@ -202,15 +213,22 @@ def write_splits(path: Path, body: Mapping[str, Any]) -> None:
         write_text_atomic(path, json.dumps(body, indent=1) + "\n")
     except OSError as exc:
         raise DataError(f"{path}: cannot write the splits file ({exc.strerror})",
-                        "pass a writable path with --out") from None
+                        f"make {path.parent} writable") from None
 
 
 def ensure_splits(path: Path, profiles: Mapping[str, frozenset[str]], symptoms: Sequence[str],
-                  *, data_hash: str, seed: int, ratios: Sequence[float],
-                  force: bool = False) -> dict[str, Any]:
-    """Reuse the splits file at ``path`` if it matches, else create it.
+                  *, data_hash: str, seed: int, ratios: Sequence[float], force: bool = False,
+                  write: bool = True, rewrite_hint: str | None = None) -> dict[str, Any]:
+    """Reuse the splits file at ``path`` if it matches, else make the splits and (if
+    ``write``) write them there.
 
     Idempotent: a second call with the same arguments reads the file and writes nothing.
+    With ``write`` False it never writes: a missing file (or ``force``) gives splits made in
+    memory, the same ones a write would have saved.
+
+    Args:
+        rewrite_hint: the caller's way to rewrite the file, named in every error's fix
+            (see :func:`read_splits`).
 
     Raises:
         DataError: bad ratios; an unreadable file; a file made for other data, seed or
@@ -218,18 +236,17 @@ def ensure_splits(path: Path, profiles: Mapping[str, frozenset[str]], symptoms: 
     """
     ratios = check_ratios(ratios)
     if path.exists() and not force:
-        body = read_splits(path)
+        body = read_splits(path, rewrite_hint)
         wanted = {"data_hash": data_hash, "seed": seed, "ratios": list(ratios)}
         for key, value in wanted.items():
             if body[key] != value:
                 raise DataError(f"{path}, key {key}: the file was made with {body[key]!r}, "
-                                f"this run has {value!r}",
-                                "pass --force to rewrite it or choose another splits path")
+                                f"this run has {value!r}", _fix(path, rewrite_hint))
         listed = [p for name in SPLITS for p in body[name]]
         if len(listed) != len(set(listed)) or set(listed) != set(profiles):
-            raise DataError(f"{path}: its posts do not match the data",
-                            "pass --force to rewrite it")
+            raise DataError(f"{path}: its posts do not match the data", _fix(path, rewrite_hint))
         return body
     body = make_splits(profiles, symptoms, data_hash=data_hash, seed=seed, ratios=ratios)
-    write_splits(path, body)
+    if write:
+        write_splits(path, body)
     return body

@@ -11,7 +11,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import random
+import shutil
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from psy_agents.data.criteria import SPECIAL_CASE, SYMPTOMS
 from psy_agents.data.load import ANNOTATION_COLUMNS, ANNOTATIONS_FILE, POSTS_COLUMNS, POSTS_FILE
 from psy_agents.data.load import write_text_atomic as _write_atomic
 from psy_agents.data.pairs import token_offset
+from psy_agents.errors import DataError
 
 MANIFEST_FILE = "manifest.json"
 
@@ -276,4 +280,39 @@ def write_synthetic(out_dir: Path, *, n_posts: int = 300, seed: int = 0) -> Synt
                              hard_negatives=len(tagged[HARD_NEGATIVE_KIND]),
                              planted_rows={q.UNKNOWN_SYMPTOM: tagged[q.UNKNOWN_SYMPTOM]})
     _write_atomic(out_dir / MANIFEST_FILE, json.dumps(asdict(manifest), indent=2) + "\n")
+    return manifest
+
+
+def replace_with_synthetic(out_dir: Path, *, n_posts: int = 300,
+                           seed: int = 0) -> SynthManifest:
+    """Make ``out_dir`` hold exactly the files of :func:`write_synthetic`, nothing else.
+
+    The files are written into a new sibling folder that is then renamed into place, so
+    nothing of an old ``out_dir`` survives (no splits file made for other data), and a
+    failure before the swap leaves the old folder as it was.
+
+    Raises:
+        DataError: the parent folder cannot be written.
+    """
+    target = Path(out_dir).resolve()  # `--out .` has no name to build siblings from
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    new, old = (target.with_name(f".{target.name}.{kind}-{tag}") for kind in ("new", "old"))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        new.mkdir()  # mkdir, unlike mkdtemp, keeps the umask's permissions for the result
+        manifest = write_synthetic(new, n_posts=n_posts, seed=seed)
+        if target.exists():
+            target.rename(old)
+        try:
+            new.rename(target)
+        except OSError:
+            if old.exists():
+                old.rename(target)
+            raise
+    except OSError as exc:
+        raise DataError(f"{out_dir}: cannot write the synthetic data ({exc.strerror or exc})",
+                        f"make {Path(out_dir).parent} writable") from None
+    finally:
+        shutil.rmtree(new, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
     return manifest

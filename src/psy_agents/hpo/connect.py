@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from psy_agents.errors import StorageError, TrialFailed
+from psy_agents.errors import StorageError, StorageUnavailable, TrialFailed
 from psy_agents.hpo.optuna_private import rdb_storage_class
 from psy_agents.hpo.recovery import retry_callback, stale_trial_ids
 from psy_agents.hpo.storage_url import is_postgres, mask_url, scrub, sqlite_path
@@ -206,6 +206,7 @@ def create_schema_once(url: str, settings: StorageSettings | None = None):
 def _storage_error(url: str, exc: BaseException) -> StorageError:
     # Optuna wraps driver errors in StorageInternalError, SQLAlchemy in its own classes
     # ("(psycopg2.OperationalError) ..."): the driver's own first line says what went wrong.
+    transient = is_transient(exc)
     exc = _root(exc)
     exc = getattr(exc, "orig", None) or exc
     text = " ".join(str(exc).strip().splitlines()[:1]) or type(exc).__name__
@@ -213,13 +214,20 @@ def _storage_error(url: str, exc: BaseException) -> StorageError:
     if "does not exist" in detail or "no such table" in detail or "version_info" in detail:
         return StorageError(f"storage {mask_url(url)} has no psy-agents schema ({detail})",
                             "create the studies first with `launch hpo`")
-    return StorageError(f"cannot use storage {mask_url(url)}: {detail}", _fix_for(detail))
+    fix = _fix_for(detail)
+    # A refused or silent server may be back in a minute; a refused password will not be.
+    kind = StorageUnavailable if transient and not _is_credentials(detail) else StorageError
+    return kind(f"cannot use storage {mask_url(url)}: {detail}", fix)
+
+
+def _is_credentials(detail: str) -> bool:
+    return "authentication failed" in detail or "no password supplied" in detail
 
 
 def _fix_for(detail: str) -> str:
     """What to do about a failed connection, from the driver's first line."""
     where = f"(--storage or {STORAGE_ENV})"
-    if "authentication failed" in detail or "no password supplied" in detail:
+    if _is_credentials(detail):
         return f"check the user name and password in the URL {where}"
     if "timeout expired" in detail or "timed out" in detail:
         return (f"check the host and port in the URL {where}: nothing answered (a host that "
