@@ -169,7 +169,8 @@ def test_span_branch_on_the_loss_rows_only_gives_the_same_loss_and_gradients(age
              "token_type_ids": torch.tensor([[0] * 4 + [1] * 8] * 3),
              "match": torch.tensor([[0] * 5 + [1, 2] + [0] * 5] * 3),
              "cls_target": torch.tensor([0.0, 1.0, 0.0]), "start_ok": ok, "end_ok": ok,
-             "span_mask": torch.tensor([False, True, True])}
+             # rows 1 and 2 (an index computed on the host by collate), 9 tokens wide
+             "span_rows": torch.tensor([1, 2]), "span_width": 9}
     spec = get_agent(agent)
     cfg = TrainConfig(agent=agent, dropout=0.0)
     model = spec.build_model(cfg, hand_tiny)
@@ -180,8 +181,8 @@ def test_span_branch_on_the_loss_rows_only_gives_the_same_loss_and_gradients(age
         model.zero_grad()
         if subset:
             out = model(batch)
-        else:  # the span branch on every row: a batch without span_mask
-            out = model({k: v for k, v in batch.items() if k != "span_mask"})
+        else:  # the span branch on every row: a batch without span_rows
+            out = model({k: v for k, v in batch.items() if k not in ("span_rows", "span_width")})
         loss = spec.loss(out, batch, cfg)
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()

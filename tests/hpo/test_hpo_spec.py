@@ -141,3 +141,14 @@ def test_eight_processes_create_the_same_campaign_on_a_brand_new_database(pg_url
         p.join(timeout=60)
     assert results == ["ok"] * 8
     assert len(optuna.get_all_study_names(open_storage(pg_url))) == 8
+
+
+def test_checkpoint_frequency_is_not_part_of_a_studys_identity(pg_url):
+    from psy_agents.hpo.spec import identity
+
+    _campaign(pg_url)
+    stored = load_spec(open_storage(pg_url), "exp.criteria.s1")[1].to_json()
+    other = {**stored, "stage": {**stored["stage"], "checkpoint_every": 3}}
+    assert identity(other) == identity(stored)
+    # ... while a setting that changes results still is
+    assert identity({**stored, "stage": {**stored["stage"], "patience": 1}}) != identity(stored)

@@ -3,9 +3,9 @@ an uninterrupted run of the same seed.
 
 Two one-trial campaigns of the evidence agent (tiny backbone, real training, 3 epochs) run
 side by side, each with its own SQLite storage and runs folder: the *reference* runs
-undisturbed; the *victim*'s worker is SIGKILLed as soon as its trial has reported epoch 0,
-i.e. after epoch 0's checkpoint and before epoch 1's (checked on the checkpoint file), with
-epoch 1 in flight. A new worker (what the local backend starts after a crash) fails the
+undisturbed; the *victim*'s worker is SIGKILLed as soon as its trial has reported epoch 0
+and epoch 0's checkpoint (written off the training thread) is on disk, before epoch 1's
+(checked on the checkpoint file), with epoch 1 in flight. A new worker (what the local backend starts after a crash) fails the
 trial as stale once the grace period (3 s) has passed, runs its retry, and that retry must
 resume after epoch 0 — it reports epochs 1 and 2 only — and reach the reference's numbers.
 
@@ -97,16 +97,18 @@ def test_a_trial_killed_mid_epoch_resumes_from_its_checkpoint_as_if_never_killed
     victim = _worker(vic_root, vic_url, data, cache, "killed.log")
     restarted = None
     try:
-        def epoch_0_reported():
-            running = [t for t in _trials(vic_url) if t.state == TrialState.RUNNING]
-            return running[0] if running and running[0].intermediate_values else None
+        checkpoint = checkpoint_dir(vic_root / "runs", "sk", NAME, 0) / CHECKPOINT
 
-        wait_until(epoch_0_reported, 240, "the victim's epoch 0", step=0.1)
+        def epoch_0_checkpointed():
+            running = [t for t in _trials(vic_url) if t.state == TrialState.RUNNING]
+            reported = running and running[0].intermediate_values
+            return running[0] if reported and checkpoint.exists() else None
+
+        wait_until(epoch_0_checkpointed, 240, "the victim's epoch 0", step=0.1)
         victim.send_signal(signal.SIGKILL)
         assert victim.wait(timeout=30) == -signal.SIGKILL
         # Killed after epoch 0's checkpoint and report, before epoch 1's checkpoint.
-        saved = torch.load(checkpoint_dir(vic_root / "runs", "sk", NAME, 0) / CHECKPOINT,
-                           map_location="cpu", weights_only=False)
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=False)
         (killed,) = _trials(vic_url)
         assert saved["state"]["epoch"] == 0 and killed.state == TrialState.RUNNING
         assert list(killed.intermediate_values) == [0], killed.intermediate_values

@@ -8,10 +8,12 @@ read once per process (``lru_cache``) and every run instantiates a fresh copy.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -150,20 +152,59 @@ def load_tokenizer(source: str) -> Any:
     return tok
 
 
+# Encoder weights a checkpoint may lack: the pooler, which no agent reads (they read
+# ``last_hidden_state``) and many checkpoints do not ship (RoBERTa's, for one).
+UNUSED_WEIGHTS = ("pooler.",)
+_REPAIR = ("point --backbone at a complete Hugging Face model directory (config.json and its "
+           "weights, as save_pretrained writes them)")
+
+
+def check_keys(what: str, expected: Iterable[str], found: Iterable[str], fix: str) -> None:
+    """Compare the weight names ``found`` with those ``expected``.
+
+    Raises:
+        ModelError: one line naming the missing and unexpected names (the first few of
+            each, and how many).
+    """
+    expected, found = list(expected), list(found)
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if not missing and not unexpected:
+        return
+    parts = [f"{len(keys)} {kind} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+             for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+    raise ModelError(f"{what} does not match the model's weights: {'; '.join(parts)}", fix)
+
+
 @functools.lru_cache(maxsize=4)
 def load_pretrained(source: str) -> tuple[Any, dict[str, Any]]:
     """``(config, state_dict)`` of ``source``, read from disk once per process.
 
-    Callers must not modify the returned tensors; ``new_encoder`` copies them.
+    Every weight of the encoder comes from the checkpoint, except :data:`UNUSED_WEIGHTS`;
+    a checkpoint's weights outside the encoder (a pretraining head such as BERT's ``cls.``)
+    are left out. Callers must not modify the returned tensors; ``new_encoder`` copies them.
+
+    Raises:
+        ModelError: ``source`` cannot be found, or its weights do not match its config
+            (missing or unexpected encoder weights, or a shape that differs).
     """
     from transformers import AutoModel
 
     _quiet_transformers()
     try:
-        model = AutoModel.from_pretrained(source)
+        model, info = AutoModel.from_pretrained(source, output_loading_info=True)
     except OSError as exc:
         raise _missing(source, exc) from None
-    return model.config, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    except RuntimeError as exc:  # a weight whose shape differs from the config's
+        raise ModelError(f"cannot load backbone {source!r}: {str(exc).splitlines()[0]}",
+                         _REPAIR) from None
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    encoder = {k.split(".")[0] for k in state}
+    loaded = set(state) - {k for k in info["missing_keys"] if not k.startswith(UNUSED_WEIGHTS)}
+    check_keys(f"backbone {source}", state,
+               loaded | {k for k in info["unexpected_keys"] if k.split(".")[0] in encoder},
+               _REPAIR)
+    return model.config, state
 
 
 # Config keys of hidden-state dropout and of attention-probability dropout across HF encoders.
@@ -171,10 +212,21 @@ _HIDDEN_DROPOUT = ("hidden_dropout_prob", "dropout")
 _ATTENTION_DROPOUT = ("attention_probs_dropout_prob", "attention_dropout")
 
 
+def _with_sdpa(auto_model: Any, config: Any) -> Any:
+    """``auto_model.from_config(config)`` with PyTorch's fused attention (SDPA) asked for
+    by name (an older transformers picks eager attention when none is named). A model class
+    without SDPA is built with its default attention, and a warning says which and why."""
+    try:  # on a copy: a refused attempt leaves its choice in the config
+        return auto_model.from_config(copy.deepcopy(config), attn_implementation="sdpa")
+    except ValueError as exc:
+        reason = str(exc).split(". ")[0]
+        warnings.warn(f"backbone {type(config).__name__}: SDPA attention unavailable "
+                      f"({reason}); using its default attention", stacklevel=3)
+        return auto_model.from_config(config)
+
+
 def new_encoder(source: str, *, dropout: float, attention_dropout: float = 0.0) -> Any:
     """A fresh encoder with the pretrained weights of ``source`` and the run's dropouts."""
-    import copy
-
     from transformers import AutoModel
 
     config, state = load_pretrained(source)
@@ -183,8 +235,9 @@ def new_encoder(source: str, *, dropout: float, attention_dropout: float = 0.0) 
         for key in keys:
             if hasattr(config, key):
                 setattr(config, key, value)
-    model = AutoModel.from_config(config)
-    model.load_state_dict(state, strict=False)
+    model = _with_sdpa(AutoModel, config)
+    check_keys(f"backbone {source}", model.state_dict(), state, _REPAIR)
+    model.load_state_dict(state)
     return model
 
 

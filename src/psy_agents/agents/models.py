@@ -80,9 +80,21 @@ class SpanContext(nn.Module):
         return torch.cat([states, out.to(states.dtype)], dim=-1)
 
 
+def attention_mask_4d(encoder: nn.Module, mask: torch.Tensor) -> torch.Tensor:
+    """The ``(B, T)`` padding mask as the encoder's own ``(B, 1, 1, T)`` mask for SDPA
+    (True = attend), or unchanged for another attention implementation.
+
+    Given a 2-D mask, transformers asks ``mask.all()`` on every forward to decide whether
+    it can drop the mask: a host sync per step. A prepared 4-D mask is used as it is.
+    """
+    if getattr(encoder.config, "_attn_implementation", None) != "sdpa":
+        return mask
+    return mask[:, None, None, :].bool()
+
+
 def _encode(encoder: nn.Module, batch: dict[str, torch.Tensor],
             match: nn.Embedding | None = None) -> torch.Tensor:
-    kwargs = {"attention_mask": batch["attention_mask"]}
+    kwargs = {"attention_mask": attention_mask_4d(encoder, batch["attention_mask"])}
     if match is None:
         kwargs["input_ids"] = batch["input_ids"]
     else:  # word embeddings + the criterion-match embedding; the encoder adds positions
@@ -136,7 +148,7 @@ class AgentModel(nn.Module):
         enc = {id(p) for p in self.encoders.parameters()}
         return [p for p in self.parameters() if id(p) not in enc]
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         states = _encode(self.encoders[0], batch, self.match)
         out: dict[str, torch.Tensor] = {}
         pooled = pool(states, batch["attention_mask"], self.pooling)
@@ -146,24 +158,27 @@ class AgentModel(nn.Module):
             out.update(self._span_logits(batch, states, pooled))
         return out
 
-    def _span_logits(self, batch: dict[str, torch.Tensor], states: torch.Tensor,
+    def _span_logits(self, batch: dict[str, Any], states: torch.Tensor,
                      pooled: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Start/end logits ``(B, T)``. Only the rows of ``batch["span_mask"]`` (the windows
-        the span loss counts in training) go through the span branch; the others get 0.
-        With a cls head that is about a quarter of the windows, and the branch is the costly
-        part (the joint agent's second encoder, the GRU): the loss and its gradients are
-        the same as computing every row."""
+        """Start/end logits ``(B, T)``. Only the rows ``batch["span_rows"]`` (the windows the
+        span loss counts in training, an index computed on the host by ``collate``) go
+        through the span branch, trimmed to ``batch["span_width"]`` tokens; the others get
+        0. With a cls head that is about a quarter of the windows, and the branch is the
+        costly part (the joint agent's second encoder, the GRU): the loss and its gradients
+        are the same as computing every row. Without ``span_rows`` every row goes through.
+        Which rows and how wide is known on the host, so nothing here reads the device."""
         mask = batch["attention_mask"]
-        rows = batch.get("span_mask")
-        subset = rows is not None and not bool(rows.all())
+        rows = batch.get("span_rows")
+        subset = rows is not None and rows.shape[0] < mask.shape[0]
         if subset:
-            if not bool(rows.any()):  # no span loss in this batch: nothing to compute
+            if rows.shape[0] == 0:  # no span loss in this batch: nothing to compute
                 zero = states.new_zeros(mask.shape).masked_fill(mask == 0, -1e4)
                 return {"start": zero, "end": zero}
-            # the selected rows, trimmed to their own longest window
-            width = int(mask[rows].sum(1).max())
-            batch = {k: v[rows][:, :width] for k, v in batch.items() if k in _ENCODER_KEYS}
-            states, pooled = states[rows][:, :width], pooled[rows]
+            width = batch.get("span_width", mask.shape[1])
+            batch = {k: v.index_select(0, rows)[:, :width] for k, v in batch.items()
+                     if k in _ENCODER_KEYS}
+            states = states.index_select(0, rows)[:, :width]
+            pooled = pooled.index_select(0, rows)
         if self.fuse:
             states = _encode(self.encoders[1], batch, self.match) + self.fusion(pooled).unsqueeze(1)
         else:
@@ -175,8 +190,7 @@ class AgentModel(nn.Module):
         logits = self.span_head(states)
         if subset:  # back to (B, T, 2): zeros for the rows left out
             logits = F.pad(logits, (0, 0, 0, mask.shape[1] - logits.shape[1]))
-            logits = logits.new_zeros(mask.shape + (2,)).index_copy(
-                0, rows.nonzero().squeeze(1), logits)
+            logits = logits.new_zeros(mask.shape + (2,)).index_copy(0, rows, logits)
         # Padding can never be an answer; CLS (position 0) stays the no-answer slot.
         pad = mask == 0
         return {"start": logits[..., 0].masked_fill(pad, -1e4),

@@ -29,7 +29,9 @@ def cls_loss(logits: Any, target: Any, cfg: Any, pos_weight: float,
     import torch.nn.functional as F
 
     logits = logits.float()
-    pw = torch.tensor(pos_weight, device=logits.device) if cfg.cls_loss == "weighted" else None
+    # new_full fills on the device: no host-to-device copy (torch.tensor(x, device=...)
+    # copies from pageable memory and waits for it).
+    pw = logits.new_full((), pos_weight) if cfg.cls_loss == "weighted" else None
     per_window = F.binary_cross_entropy_with_logits(logits, target, reduction="none",
                                                     pos_weight=pw)
     if cfg.cls_loss == "focal":
@@ -41,20 +43,24 @@ def cls_loss(logits: Any, target: Any, cfg: Any, pos_weight: float,
 
 
 def span_loss(out: Mapping[str, Any], batch: Mapping[str, Any]) -> Any:
-    """Start/end loss over the rows whose ``span_mask`` is set (0 if none).
+    """Start/end loss over the rows ``batch["span_rows"]`` (every row when absent; 0 if
+    the index is empty).
 
     Each is ``-log`` of the probability given to *any* acceptable position (``start_ok`` /
     ``end_ok``: the starts/ends of all gold spans in the window, or CLS for no answer):
     a post with two evidence sentences is not penalised for finding the second one.
-    With one gold span this is the usual cross-entropy.
+    With one gold span this is the usual cross-entropy. The rows are an index computed on
+    the host (``collate``): selecting them reads nothing from the device.
     """
-    mask = batch["span_mask"]
-    if not bool(mask.any()):
+    rows = batch.get("span_rows")
+    if not bool(batch["span_mask"].any()):
         return out["start"].sum() * 0.0  # keeps the graph alive for accumulation
 
     def nll(logits: Any, ok: Any) -> Any:
-        logits = logits[mask].float()
-        gold = logits.masked_fill(~ok[mask], float("-inf"))
+        if rows is not None:
+            logits, ok = logits.index_select(0, rows), ok.index_select(0, rows)
+        logits = logits.float()
+        gold = logits.masked_fill(~ok, float("-inf"))
         return (logits.logsumexp(-1) - gold.logsumexp(-1)).mean()
 
     return (nll(out["start"], batch["start_ok"]) + nll(out["end"], batch["end_ok"])) / 2

@@ -9,19 +9,26 @@ best epoch's model there. When a trial ends, :meth:`Objective.after_trial` keeps
 if the trial ranks in the study's top-k and deletes the checkpoint folder once no retry can
 need it (:mod:`psy_agents.hpo.models`). Errors are classified:
 
-- out of memory -> PRUNED, with ``note`` in the user attrs;
+- out of memory (any CUDA allocation failure: :data:`ALLOCATION_FAILURES`) -> PRUNED, with
+  ``note`` in the user attrs;
 - a bad configuration (ConfigError, ModelError, ValueError, any other trial error)
   -> FAIL with ``fail_reason`` in the user attrs (the worker goes on);
 - a stop request (SIGTERM/SIGUSR2) -> :class:`Preempted`, which ends the worker;
 - DataError / StorageError / transient storage errors propagate to the worker loop.
+
+Whatever the outcome, a finished trial's run (model, optimizer, batches) is freed before the
+next trial starts: :func:`release_memory` runs after every trial, and an error's traceback
+frames are cleared before it leaves :meth:`Objective.__call__` (:func:`drop_frames`).
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -47,14 +54,38 @@ def original_number(trial, frozen=None) -> int:
     return chain_of(frozen or frozen_copy(trial))
 
 
-def classify(exc: BaseException) -> tuple[str, str]:
-    """("prune" | "fail" | "raise", reason) for an exception raised by a trial."""
-    reason = f"{type(exc).__name__}: {exc}".strip()
+# Messages of the CUDA allocation failures that torch raises as a plain RuntimeError (not
+# as torch.cuda.OutOfMemoryError): the caching allocator's own message in some code paths,
+# a kernel's cudaErrorMemoryAllocation, and the cuBLAS / cuDNN / cuFFT / cuSOLVER / cuSPARSE
+# handles or workspaces that could not be allocated. Each one is out of memory, not a bug.
+ALLOCATION_FAILURES = (
+    "CUDA out of memory",
+    "CUDA error: out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_NOT_ENOUGH_MEMORY",
+    "CUFFT_ALLOC_FAILED",
+    "CUSOLVER_STATUS_ALLOC_FAILED",
+    "CUSPARSE_STATUS_ALLOC_FAILED",
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for host or device memory exhaustion: matched by type, and by message only for
+    a RuntimeError (see :data:`ALLOCATION_FAILURES`)."""
     # torch's OOM class is matched only if torch is loaded: an exception cannot be one
     # before that, and classifying an error never imports torch.
     torch = sys.modules.get("torch")
     if isinstance(exc, MemoryError) or (
             torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in ALLOCATION_FAILURES)
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """("prune" | "fail" | "raise", reason) for an exception raised by a trial."""
+    reason = f"{type(exc).__name__}: {exc}".strip()
+    if is_out_of_memory(exc):
         return "prune", f"out of memory: {reason}"
     if isinstance(exc, Preempted | DataError | StorageError) or is_transient(exc):
         return "raise", reason
@@ -100,6 +131,7 @@ class Objective:
         try:
             value, epochs_run, resumed, stopped = self._run(trial, params, original)
         except Exception as exc:
+            drop_frames(exc)
             action, reason = classify(exc)
             if action == "raise":
                 if isinstance(exc, Preempted):  # every FAIL says why
@@ -122,13 +154,15 @@ class Objective:
 
     def after_trial(self, study, trial) -> None:
         """Called by the worker after ``trial`` (a FrozenTrial) is told, whatever its state:
-        keeps its model if it ranks in the study's top-k, prunes the kept models and deletes
-        its chain's checkpoint folder once no retry can need it
-        (:func:`psy_agents.hpo.models.finish_trial`). Idempotent.
+        frees what is left of its run (:func:`release_memory`), keeps its model if it ranks
+        in the study's top-k, prunes the kept models and deletes its chain's checkpoint
+        folder once no retry can need it (:func:`psy_agents.hpo.models.finish_trial`).
+        Idempotent.
 
         A file system error is one warning (``sweep_checkpoints`` tries again later); a
         storage error propagates to the worker loop, which waits it out.
         """
+        release_memory()
         try:
             finish_trial(study, trial, runs_dir=self.settings.runs_dir,
                          experiment=self.spec.experiment, keep_models=self.keep_models,
@@ -193,7 +227,40 @@ class Objective:
         return run_training(cfg, self.data(), report=report, checkpoint_dir=ckpt,
                             output_dir=output_dir, eval_split=eval_split,
                             stop_requested=self.stop.is_set, keep=keep,
-                            cache_dir=self.settings.cache)
+                            cache_dir=self.settings.cache,
+                            checkpoint_every=self.spec.stage_config.checkpoint_every)
+
+
+def drop_frames(exc: BaseException) -> None:
+    """Clear the local variables of the finished frames in ``exc``'s traceback, and in those
+    of its causes and contexts.
+
+    The traceback lines stay (logs still show where it failed); what goes is every local
+    of the trial's run (optimizer, batches, activations, and the model unless a frame's
+    closure holds it), so an exception kept after the trial holds little. Optuna keeps the
+    exception it catches in a reference cycle: the rest goes with the garbage collection of
+    :func:`release_memory`.
+    """
+    todo, seen = [exc], set()
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        traceback.clear_frames(err.__traceback__)  # skips the frames still running
+        todo += [err.__cause__, err.__context__]
+
+
+def release_memory() -> None:
+    """Collect a finished trial's garbage and return the CUDA allocator's cached blocks.
+
+    Idempotent and cheap when there is nothing to free; never initializes CUDA (nor imports
+    torch) just to empty a cache that cannot hold anything.
+    """
+    gc.collect()
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 def _note_blip(trial, reason: str) -> None:

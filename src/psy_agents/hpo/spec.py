@@ -46,8 +46,9 @@ BUDGET_HISTORY_ATTR = "psy_budget_history"
 # Spec keys that change no result: the worker count and the sampler's start-up (derived
 # from it), and the budget, which may grow.
 _NOT_IDENTITY = ("n_workers", "n_startup_trials", "budget")
-# Stage keys that change no result: those sizing the budget, and how many models are kept.
-_NOT_IDENTITY_STAGE = ("trials", "trials_per_agent", "seeds", "keep_models")
+# Stage keys that change no result: those sizing the budget, how many models are kept, and
+# how often a checkpoint is written (a resume is exact from any checkpointed epoch).
+_NOT_IDENTITY_STAGE = ("trials", "trials_per_agent", "seeds", "keep_models", "checkpoint_every")
 
 
 def study_name(experiment: str, agent: str, stage: str) -> str:
@@ -108,7 +109,7 @@ def current_keys(stored: dict[str, Any]) -> dict[str, Any]:
 def identity(data: dict[str, Any]) -> dict[str, Any]:
     """What makes a study's results what they are: its spec (JSON, defaults filled in)
     without worker count, sampler start-up and budget (nor the stage keys sizing it, nor
-    the number of models kept)."""
+    the number of models kept, nor how often a checkpoint is written)."""
     spec = StudySpec.from_json(data).to_json()
     stage = StageConfig.from_dict(spec["stage"], source="study spec").to_dict()
     spec["stage"] = {k: v for k, v in stage.items() if k not in _NOT_IDENTITY_STAGE}

@@ -26,6 +26,8 @@ class StageConfig:
 
     ``keep_models``: how many best-epoch models of the study's best COMPLETE trials stay on
     disk (0: none); a refit keeps every seed's model instead (see :mod:`psy_agents.hpo.refit`).
+    ``checkpoint_every``: a trial's resume checkpoint is written after epochs 0, k, 2k, ...,
+    its last epoch, and on a stop request (see :class:`psy_agents.training.checkpoint.EpochSaver`).
     """
 
     name: str = ""
@@ -41,12 +43,14 @@ class StageConfig:
     margin: float = 0.15
     refit_from: str = ""
     keep_models: int = 3
+    checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
         checks = [("epochs", self.epochs >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
                   ("top_k", self.top_k >= 1, ">= 1"), ("margin", self.margin >= 0, ">= 0"),
                   ("train_fraction", 0 < self.train_fraction <= 1, "in (0, 1]"),
-                  ("keep_models", self.keep_models >= 0, ">= 0")]
+                  ("keep_models", self.keep_models >= 0, ">= 0"),
+                  ("checkpoint_every", self.checkpoint_every >= 1, ">= 1")]
         if self.refit_from:
             checks.append(("seeds", self.seeds >= 1, ">= 1 for a refit stage"))
             # Refit never stops early: that would select an epoch on the test split.

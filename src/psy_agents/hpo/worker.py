@@ -32,7 +32,7 @@ from psy_agents.hpo.budget import FINISHED, BudgetGate, count, current_budget
 from psy_agents.hpo.connect import StorageSettings, is_transient, open_storage
 from psy_agents.hpo.history import finished_states, stage_space
 from psy_agents.hpo.models import sweep_checkpoints
-from psy_agents.hpo.objective import Objective
+from psy_agents.hpo.objective import Objective, release_memory
 from psy_agents.hpo.recovery import requeue_orphans, retry_callback
 from psy_agents.hpo.refit import refit_study, write_summary
 from psy_agents.hpo.spec import StudySpec, load_spec, study_name
@@ -218,6 +218,7 @@ class Worker:
         self._fails = []
         requeue: int | None = None  # a trial that a storage blip failed: retry it
         while not self.stop.is_set():
+            wait_s = 0.0
             try:
                 if requeue is not None:
                     self._requeue(study, requeue, preempted=False)
@@ -246,6 +247,8 @@ class Worker:
                 wait_s = blip_wait_s(blips)
                 _log.warning("[w%d] storage blip (%s); retrying in %.1f s", self.cfg.index,
                              scrub(type(exc).__name__, self.cfg.settings.storage), wait_s)
+            if wait_s:  # after the handler, which held the error and so the trial's run
+                release_memory()  # no after_trial callback ran for the interrupted trial
                 self.stop.wait(wait_s)
         return EXIT_REQUEUE
 

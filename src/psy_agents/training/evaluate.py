@@ -19,8 +19,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from psy_agents.data.features import WindowSet
+from psy_agents.lazy import lazy_import
 from psy_agents.training.batching import iter_eval_batches, to_device
-from psy_agents.training.metrics import best_spans, span_metrics, symptom_metrics
+from psy_agents.training.metrics import span_metrics, symptom_metrics
+from psy_agents.training.spans import best_spans
+
+torch = lazy_import("torch")
 
 
 class ProgressBar(Protocol):
@@ -51,40 +55,71 @@ def open_bar(progress: ProgressFactory | None, desc: str, total: int) -> Progres
 
 def autocast(device: str, bf16: bool) -> Any:
     """bf16 autocast on CUDA when asked; plain fp32 elsewhere (CPU bf16 is slow and lossy)."""
-    import torch
-
     if device.startswith("cuda") and bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
 
 
+def valid_tokens(ws: WindowSet, rows: np.ndarray, width: int) -> np.ndarray:
+    """``(len(rows), width)`` bool: the tokens of the post (a span may only cover those)."""
+    valid = np.zeros((len(rows), width), dtype=bool)
+    for i, r in enumerate(rows):
+        valid[i, :len(ws.offsets[r])] = ws.offsets[r][:, 0] >= 0
+    return valid
+
+
+def window_outputs(res: dict[str, Any], batch: dict[str, Any], heads: tuple[str, ...],
+                   max_answer: int) -> Any:
+    """One batch's per-window results as a ``(B, k)`` float32 tensor on the device: the
+    ``cls`` logit (cls head), then ``margin``, ``s``, ``e`` of the best span (span head)."""
+    cols = []
+    if "cls" in heads:
+        cols.append(res["cls"].float())
+    if "span" in heads:
+        start, end = res["start"].float(), res["end"].float()
+        score, s, e = best_spans(start, end, batch["valid"], max_answer)
+        # s, e < 2**24: exact in float32
+        cols += [score - (start[:, 0] + end[:, 0]), s.float(), e.float()]
+    return torch.stack(cols, dim=1)
+
+
 def predict_windows(model: Any, ws: WindowSet, *, heads: tuple[str, ...], batch_size: int,
                     pad_id: int, device: str, bf16: bool, max_answer: int,
-                    pad_to: int | None = None,
+                    pad_to: int | None = None, pad_multiple: int = 1,
+                    max_width: int | None = None,
                     progress: ProgressFactory | None = None) -> dict[str, np.ndarray]:
-    """Per-window outputs: ``cls`` logits and/or ``margin``/``s``/``e`` of the best span."""
-    import torch
+    """Per-window outputs: ``cls`` logits and/or ``margin``/``s``/``e`` of the best span.
 
+    Spans are decoded on the device, and the results of every batch stay there until the
+    last one: one copy to the host per call, not one per batch.
+    """
     n = len(ws)
     out = {"cls": np.full(n, -np.inf), "margin": np.full(n, -np.inf),
            "s": np.zeros(n, dtype=np.int64), "e": np.zeros(n, dtype=np.int64)}
     model.eval()
+    parts, order = [], []
     bar = open_bar(progress, "eval", math.ceil(n / batch_size))
     with torch.no_grad(), autocast(device, bf16), closing(bar):
-        for rows, batch in iter_eval_batches(ws, batch_size, pad_id, pad_to):
-            res = model(to_device(batch, device))
-            if "cls" in heads:
-                out["cls"][rows] = res["cls"].float().cpu().numpy()
+        for rows, batch in iter_eval_batches(ws, batch_size, pad_id, pad_to, pad_multiple,
+                                             max_width):
             if "span" in heads:
-                start = res["start"].float().cpu().numpy()
-                end = res["end"].float().cpu().numpy()
-                valid = np.zeros(start.shape, dtype=bool)
-                for i, r in enumerate(rows):
-                    valid[i, :len(ws.offsets[r])] = ws.offsets[r][:, 0] >= 0
-                score, s, e = best_spans(start, end, valid, max_answer)
-                out["margin"][rows] = score - (start[:, 0] + end[:, 0])
-                out["s"][rows], out["e"][rows] = s, e
+                batch["valid"] = valid_tokens(ws, rows, batch["input_ids"].shape[1])
+            on_device = to_device(batch, device)
+            parts.append(window_outputs(model(on_device), on_device, heads, max_answer))
+            order.append(rows)
             bar.update(1)
+    if not parts:
+        return out
+    table = torch.cat(parts).cpu().numpy()  # the evaluation's one copy to the host
+    rows = np.concatenate(order)
+    col = 0
+    if "cls" in heads:
+        out["cls"][rows] = table[:, 0]
+        col = 1
+    if "span" in heads:
+        out["margin"][rows] = table[:, col]
+        out["s"][rows] = table[:, col + 1].astype(np.int64)
+        out["e"][rows] = table[:, col + 2].astype(np.int64)
     return out
 
 
@@ -132,7 +167,9 @@ def evaluate(model: Any, pairs: Sequence[Any], ws: WindowSet, *, heads: tuple[st
              progress: ProgressFactory | None = None) -> dict[str, float]:
     """All metrics of ``model`` on ``pairs`` (whose windows are ``ws``); ``progress``
     draws a bar over the batches (None: no bar)."""
-    pred = predict_windows(model, ws, heads=heads, batch_size=max(cfg.batch_size, 32),
+    pred = predict_windows(model, ws, heads=heads, batch_size=cfg.eval_batch_on(device),
                            pad_id=pad_id, device=device, bf16=cfg.bf16,
-                           max_answer=cfg.max_answer_tokens, progress=progress)
+                           max_answer=cfg.max_answer_tokens,
+                           pad_multiple=cfg.pad_multiple_on(device), max_width=cfg.max_length,
+                           progress=progress)
     return pair_metrics(pairs, ws, pred, heads, cfg.threshold)

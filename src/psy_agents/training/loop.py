@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -55,11 +55,23 @@ class State:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+class StepHook(Protocol):
+    """Told where each training step begins and ends (``launch bench train`` times steps
+    and counts syncs with one); it must not read the device itself."""
+
+    def begin(self) -> None: ...
+
+    def end(self, windows: int, tokens: int) -> None:
+        """The step is launched: ``windows`` in the batch, ``tokens`` of them not padding."""
+
+
 def train_epoch(run: Run, epoch: int, *, stop_requested: Callable[[], bool] | None = None,
-                pad_to: int | None = None,
-                progress: ProgressFactory | None = None) -> tuple[float, int]:
-    """One pass over the epoch's windows; returns ``(mean loss, windows seen)``.
-    ``progress`` draws a bar advanced once per batch (None: no bar).
+                pad_to: int | None = None, progress: ProgressFactory | None = None,
+                step_hook: StepHook | None = None,
+                max_steps: int | None = None) -> tuple[float, int]:
+    """One pass over the epoch's windows (its first ``max_steps`` batches, when given);
+    returns ``(mean loss, windows seen)``. ``progress`` draws a bar advanced once per
+    batch (None: no bar); ``step_hook`` is told each step's bounds.
 
     Raises:
         Preempted: ``stop_requested()`` turned true at a batch boundary.
@@ -67,32 +79,41 @@ def train_epoch(run: Run, epoch: int, *, stop_requested: Callable[[], bool] | No
     cfg, model, opt = run.cfg, run.model, run.optimizer
     plan = plan_epoch(run.train_ws, run.spec.heads, cfg, allowed=run.allowed, epoch=epoch)
     order = batches(run.train_ws.lengths[plan.index], cfg.batch_size, shuffle=True,
-                    seed=cfg.seed, epoch=epoch)
+                    seed=cfg.seed, epoch=epoch)[:max_steps]
     # Dropout draws from torch's global RNG; reseeding per epoch makes a resumed epoch
     # identical to the uninterrupted one even if something else consumed random numbers.
     torch.manual_seed(cfg.seed * 100_003 + epoch)
     model.train()
-    total, seen = 0.0, 0
+    multiple = cfg.pad_multiple_on(run.device)
+    # The loss is summed on the device and read once, after the last step: a step never
+    # waits for the device, so the host runs ahead launching the next one.
+    total = torch.zeros((), dtype=torch.float64, device=run.device)
+    seen = 0
     bar = open_bar(progress, f"epoch {epoch + 1}/{cfg.epochs}", len(order))
     with closing(bar):
         for step, pos in enumerate(order):
             if stop_requested is not None and stop_requested():
                 raise Preempted(f"stop requested during epoch {epoch}")
-            batch = to_device(collate(run.train_ws, plan.index[pos], pad_id=run.pad_id,
-                                      pad_to=pad_to, span_mask=plan.span_mask[pos],
-                                      cls_weight=plan.cls_weight[pos]), run.device)
+            if step_hook is not None:
+                step_hook.begin()
+            host = collate(run.train_ws, plan.index[pos], pad_id=run.pad_id, pad_to=pad_to,
+                           span_mask=plan.span_mask[pos], cls_weight=plan.cls_weight[pos],
+                           pad_multiple=multiple, max_width=cfg.max_length)
+            batch = to_device(host, run.device)
             with autocast(run.device, cfg.bf16):
                 loss = run.spec.loss(model(batch), batch, cfg, run.pos_weight)
             (loss / cfg.grad_accum_steps).backward()
-            total += float(loss.detach()) * len(pos)
+            total.add_(loss.detach(), alpha=len(pos))
             seen += len(pos)
             if (step + 1) % cfg.grad_accum_steps == 0 or step + 1 == len(order):
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 opt.step()
                 run.scheduler.step()
                 opt.zero_grad(set_to_none=True)
+            if step_hook is not None:
+                step_hook.end(len(pos), int(host["attention_mask"].sum()))  # host arrays
             bar.update(1)  # a count of batches only: nothing is read from the device
-    return total / max(seen, 1), seen
+    return float(total) / max(seen, 1), seen  # the epoch's one read of the device
 
 
 def fit(run: Run, state: State, *, report: Callable[[float, int], bool] | None,

@@ -1,7 +1,8 @@
 """Metrics as pure helpers (no torch, no sklearn), each tested alone on tiny inputs.
 
 - symptom macro-F1: positive-class F1 per symptom, averaged over the symptoms that have a
-  gold or a predicted positive (a symptom with neither says nothing about the model);
+  gold or a predicted positive (a symptom with neither says nothing about the model, so it
+  is left out, neither 0 nor 1: scikit-learn's ``zero_division=np.nan``);
 - AUROC per symptom via the rank statistic (Mann-Whitney U, ties count one half);
 - span token-F1 and exact match against the best-matching gold sentence
   (lowercased whitespace tokens), and no-answer accuracy.
@@ -52,6 +53,12 @@ def symptom_metrics(symptoms: Sequence[str], y_true: Sequence[int], probs: Seque
     """Per-symptom F1/AUROC and their macro averages, keyed ``f1/<SYMPTOM>`` etc.
 
     ``symptoms``, ``y_true`` and ``probs`` are parallel (one entry per pair).
+    ``symptom_macro_f1`` is the mean of the positive-class F1 over the symptoms with at least
+    one gold or one predicted positive (``probs >= threshold``); a symptom with neither has
+    no ``f1/<SYMPTOM>`` key and does not count, as with scikit-learn's
+    ``f1_score(..., average="macro", zero_division=np.nan)``. It is 0.0 when no symptom
+    counts, so predicting every symptom absent always scores 0. ``macro_auroc`` averages the
+    symptoms with both classes present (0.5 when none has).
     """
     sym = np.asarray(symptoms)
     t = np.asarray(y_true, dtype=int)
@@ -118,25 +125,3 @@ def span_metrics(preds: Sequence[str | None], golds: Sequence[Sequence[str]],
     if len(negative_answered):
         out["no_answer_acc"] = float(1 - np.mean(np.asarray(negative_answered, dtype=float)))
     return out
-
-
-def best_spans(start: np.ndarray, end: np.ndarray, valid: np.ndarray,
-               max_answer: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Best ``start <= end`` span per row with ``end - start < max_answer`` on valid tokens.
-
-    Args:
-        start, end: ``(B, T)`` logits; valid: ``(B, T)`` bool (tokens of the post).
-
-    Returns:
-        ``(score, s, e)`` per row; score is ``-inf`` where a row has no valid token.
-    """
-    b, t = start.shape
-    s_mask = np.where(valid, start, -np.inf)
-    e_mask = np.where(valid, end, -np.inf)
-    pair = s_mask[:, :, None] + e_mask[:, None, :]
-    idx = np.arange(t)
-    band = (idx[None, :] >= idx[:, None]) & (idx[None, :] - idx[:, None] < max_answer)
-    pair = np.where(band[None], pair, -np.inf)
-    flat = pair.reshape(b, -1).argmax(axis=1)
-    score = pair.reshape(b, -1)[np.arange(b), flat]
-    return score, flat // t, flat % t

@@ -78,9 +78,23 @@ def allowed_windows(pairs: tuple[Any, ...], pair_index: np.ndarray, fraction: fl
     return np.array([pairs[i].post_id in keep for i in pair_index], dtype=bool)
 
 
-def make_optimizer(cfg: TrainConfig, model: Any) -> torch.optim.Optimizer:
+def optimizer_kwargs(device: str) -> dict[str, Any]:
+    """AdamW's implementation on ``device``: ``fused`` on CUDA (one kernel for every
+    parameter instead of a few per tensor, and no host read of the step count), torch's
+    default elsewhere (no fused CPU kernel is faster on the CPUs this runs on)."""
+    return {"fused": True} if str(device).startswith("cuda") else {}
+
+
+def matmul_precision(device: str) -> str | None:
+    """The fp32 matmul precision to set for ``device``: ``"high"`` (TF32 tensor cores, a
+    10-bit mantissa for the products, fp32 accumulation) on CUDA; None (leave torch's
+    ``"highest"``) elsewhere. Under bf16 autocast it only touches the ops kept in fp32."""
+    return "high" if str(device).startswith("cuda") else None
+
+
+def make_optimizer(cfg: TrainConfig, model: Any, device: str = "cpu") -> torch.optim.Optimizer:
     """AdamW or SGD (momentum 0.9); heads at ``lr * head_lr_multiplier``; no decay on
-    biases and norms."""
+    biases and norms; AdamW as :func:`optimizer_kwargs` picks for ``device``."""
     head_ids = {id(p) for p in model.head_parameters()}
     groups: dict[tuple[bool, bool], list[Any]] = {}
     for name, p in model.named_parameters():
@@ -91,7 +105,7 @@ def make_optimizer(cfg: TrainConfig, model: Any) -> torch.optim.Optimizer:
               for (head, no_decay), ps in sorted(groups.items())]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9)
-    return torch.optim.AdamW(params, lr=cfg.lr)
+    return torch.optim.AdamW(params, lr=cfg.lr, **optimizer_kwargs(device))
 
 
 def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
@@ -117,6 +131,9 @@ def prepare(cfg: TrainConfig, data: Any, eval_split: str = "val", *,
     """
     spec = get_agent(cfg.agent)
     device = resolve_device(cfg.device)
+    precision = matmul_precision(device)
+    if precision is not None:  # process-wide: every run on this device wants the same
+        torch.set_float32_matmul_precision(precision)
     source = resolve_backbone(cfg.backbone, data, cache_dir=cache_dir)
     tok = load_tokenizer(source)
     feats = Path(cache_dir) / "features" if cache_dir is not None else None
@@ -130,7 +147,7 @@ def prepare(cfg: TrainConfig, data: Any, eval_split: str = "val", *,
     pos_weight = (allowed.sum() - n_pos) / max(n_pos, 1.0)
     seed_everything(cfg.seed)
     model = spec.build_model(cfg, source).to(device)
-    optimizer = make_optimizer(cfg, model)
+    optimizer = make_optimizer(cfg, model, device)
     # Every epoch draws the same number of windows, so epoch 0's plan sizes the schedule.
     plan_size = len(plan_epoch(train_ws, spec.heads, cfg, allowed=allowed, epoch=0).index)
     steps = cfg.epochs * math.ceil(math.ceil(plan_size / cfg.batch_size) / cfg.grad_accum_steps)
@@ -151,12 +168,16 @@ def run_training(cfg: TrainConfig, data: Any, *,
                  stop_requested: Callable[[], bool] | None = None,
                  keep: str = "best",
                  cache_dir: Path | None = None,
-                 progress: Callable[[str, int], Any] | None = None) -> TrainResult:
+                 progress: Callable[[str, int], Any] | None = None,
+                 checkpoint_every: int = 1) -> TrainResult:
     """Train ``cfg`` on ``data``'s train split, evaluating on ``eval_split`` every epoch.
 
     After each epoch: evaluate -> value (the agent's objective) -> checkpoint (if
     ``checkpoint_dir``) -> ``on_epoch(record)`` -> ``report(value, epoch)`` (True = prune).
-    A checkpoint found at start resumes at the following epoch. With ``output_dir`` the
+    Checkpoints and models are written off the training thread
+    (:class:`~psy_agents.training.checkpoint.EpochSaver`): the checkpoint of epochs 0,
+    ``checkpoint_every``, ... and, before returning or raising Preempted, of the last
+    epoch finished. A checkpoint found at start resumes at the following epoch. With ``output_dir`` the
     best epoch's model (``keep="best"``) or the last epoch's (``keep="last"``: refit, where
     the eval split is the test split and no epoch may be selected on it), ``config.json``
     and ``metrics.json`` are written there. ``progress`` (``evaluate.ProgressFactory``)
@@ -177,18 +198,12 @@ def run_training(cfg: TrainConfig, data: Any, *,
     resumed_from = state.epoch if saved else None
     tok = load_tokenizer(resolve_backbone(cfg.backbone, data, cache_dir=cache_dir))
 
-    def save(st: State, improved: bool) -> None:
-        # The model first: a checkpoint never records a best epoch whose model is not fully
-        # written (a run killed in between resumes before that epoch and computes it again).
-        if output_dir is not None and (improved or keep == "last"):
-            ckpt.save_model(Path(output_dir) / ckpt.MODEL_DIR, run.model, tok, cfg_dict)
-        if checkpoint_dir is not None:
-            ckpt.save_checkpoint(checkpoint_dir, model=run.model, optimizer=run.optimizer,
-                                 scheduler=run.scheduler, cfg=cfg_dict, train_state=asdict(st))
-
     first = state.epoch
-    stopped = fit(run, state, report=report, on_epoch=on_epoch, stop_requested=stop_requested,
-                  save=save, make_record=EpochRecord, progress=progress)
+    with ckpt.EpochSaver(run, tok, cfg_dict, checkpoint_dir=checkpoint_dir,
+                         output_dir=output_dir, keep=keep, every=checkpoint_every) as saver:
+        stopped = fit(run, state, report=report, on_epoch=on_epoch,
+                      stop_requested=stop_requested, save=saver.save, make_record=EpochRecord,
+                      progress=progress)
     history = tuple(EpochRecord(**h) for h in state.history)
     best = history[[h.epoch for h in history].index(state.best_epoch)] if history else None
     result = TrainResult(best_value=state.best_value, best_epoch=state.best_epoch,
