@@ -400,6 +400,11 @@ ELSEWHERE: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
         ("hpo", "export"), "exit 1 after a search failed; tests/cli/test_cli_hpo_truth.py"),
     ("agents/backbones.py", "_missing"): (
         ("train",), "needs a model load (torch); tests/training/test_train_cli.py"),
+    ("agents/backbones.py", "load_pretrained"): (
+        ("train",), "needs a backbone folder whose weights do not match; "
+        "tests/agents/test_agents_strict_load.py"),
+    ("cli/bench.py", "bench_train"): (
+        ("bench train",), "a usage error of a benchmark that loads torch; tests/bench"),
 }
 
 
