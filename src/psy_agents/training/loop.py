@@ -123,7 +123,8 @@ def fit(run: Run, state: State, *, report: Callable[[float, int], bool] | None,
     """Train epochs ``state.epoch + 1 .. cfg.epochs - 1``; return why it stopped.
 
     ``save(state, improved)`` writes the checkpoint (and the best model); it runs after
-    evaluation and before ``on_epoch``/``report``, so a pruned or killed run loses nothing.
+    evaluation and before ``on_epoch``/``report``; it may hand the write to a background thread,
+    so a run killed between a report and the end of that write recomputes that epoch, exactly.
     ``progress`` draws a bar over each epoch's batches and each evaluation's (None: none).
     """
     cfg = run.cfg
