@@ -146,6 +146,35 @@ def test_the_span_context_sees_its_halo_and_nothing_beyond_its_chunk():
         assert torch.allclose(ctx(x, pad)[0, :12], ctx(noise, pad)[0, :12])
 
 
+def test_the_span_gru_runs_in_fp32_with_autocast_off_under_bf16_autocast():
+    """Autocast's per-device op lists decide a GRU's dtype (CUDA's casts cuDNN's RNN to a
+    16-bit type; the CPU's leaves it alone), so the model turns autocast off around it:
+    checked where the GRU runs, under bf16 autocast on this machine's device, by what the
+    GRU sees (autocast state, input and weight dtypes) and what it returns. The same code
+    path runs on CUDA, where no GPU test can run here."""
+    from psy_agents.agents.models import SpanContext
+
+    ctx = SpanContext(8, chunk=4, halo=2)
+    seen: dict[str, object] = {}
+
+    def before(module, args):
+        seen["autocast"] = torch.is_autocast_enabled("cpu")
+        seen["input"] = args[0].dtype
+
+    def after(module, args, output):
+        seen["output"] = output[0].dtype
+
+    ctx.gru.register_forward_pre_hook(before)
+    ctx.gru.register_forward_hook(after)
+    states = torch.randn(2, 10, 8, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        out = ctx(states, torch.ones(2, 10, dtype=torch.long))
+    assert seen == {"autocast": False, "input": torch.float32, "output": torch.float32}
+    assert {p.dtype for p in ctx.gru.parameters()} == {torch.float32}
+    assert out.dtype == torch.bfloat16 and out.shape == (2, 10, 16)  # back in the states' dtype
+
+
 def test_dropout_and_attention_dropout_reach_the_encoder(hand_tiny):
     cfg = TrainConfig(dropout=0.2, attention_dropout=0.05)
     enc = get_agent("criteria").build_model(cfg, hand_tiny).encoders[0]

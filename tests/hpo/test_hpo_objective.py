@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import threading
@@ -78,6 +79,23 @@ def test_train_config_layers_stage_defaults_params_and_seed():
     assert cfg.lr == 3e-4 and cfg.batch_size == 16 and cfg.seed == 107
     with pytest.raises(ConfigError, match="stride"):
         obj.train_config({"max_length": 64, "stride": 48}, seed=0)
+
+
+def test_the_stage_s_training_settings_reach_run_training(monkeypatch, tmp_path):
+    """checkpoint_every, eval_every and compile are stage settings: the objective hands
+    them to run_training, not to the TrainConfig."""
+    from psy_agents.hpo import objective as objective_mod
+
+    stage = {**STAGE.to_dict(), "checkpoint_every": 2, "eval_every": 3, "compile": True}
+    obj = Objective(dataclasses.replace(_spec(), stage=stage), _spec().search_space, study_name="e.criteria.s1", worker_index=0,
+                    stop=threading.Event(), settings=Settings(runs_dir=tmp_path))
+    obj._data = object()
+    seen: dict = {}
+    monkeypatch.setattr(objective_mod, "run_training",
+                        lambda cfg, data, **kw: seen.update(kw, epochs=cfg.epochs))
+    obj._train({"lr": 1e-3}, 0, tmp_path / "ckpt", report=None)
+    assert (seen["checkpoint_every"], seen["eval_every"], seen["compile_encoder"],
+            seen["epochs"]) == (2, 3, True, 5)
 
 
 def test_fixed_params_are_not_searched(tmp_path):

@@ -75,7 +75,11 @@ class SpanContext(nn.Module):
         n = -(-t // c)  # chunks per window
         x = F.pad(x, (0, 0, k, n * c - t + k))  # (B, k + n*c + k, H)
         chunks = x.unfold(1, c + 2 * k, c).transpose(2, 3).reshape(b * n, c + 2 * k, h)
-        out, _ = self.gru(chunks)
+        # The GRU runs in fp32 with autocast off on every device: CUDA autocast would cast
+        # cuDNN's RNN to a 16-bit type, and a recurrence of 48 steps in fp16 without a loss
+        # scaler risks underflow. It is a small part of a step (hidden / 2 units).
+        with torch.autocast(device_type=chunks.device.type, enabled=False):
+            out, _ = self.gru(chunks)
         out = out[:, k:k + c].reshape(b, n * c, -1)[:, :t]  # each chunk's own tokens
         return torch.cat([states, out.to(states.dtype)], dim=-1)
 

@@ -1,5 +1,5 @@
 """Usage: launch bench train --agent A [--agent B] [--backbone B ...] [--max-length N]
-[--peak-tflops F] [--workers-per-gpu K]
+[--peak-tflops F] [--workers-per-gpu K] [--compile]
 
 Benchmarks that print measured figures. ``bench train`` times, for each agent and backbone
 given, one training epoch and one evaluation pass with dynamic padding + length bucketing,
@@ -87,10 +87,14 @@ def _time_eval(run, pad_to: int | None, repeats: int = 2) -> float:
                    "ratio to K=1. Replaces the padding comparison.")
 @click.option("--trials", type=click.IntRange(min=1), default=8, show_default=True,
               help="With --workers-per-gpu: training runs of one epoch per measurement.")
+@click.option("--compile", "compile_encoder", is_flag=True,
+              help="Compile the encoder(s) with torch.compile, as the stage setting "
+                   "`compile = true` does; one untimed warm-up epoch pays the compilation "
+                   "(its seconds are printed) before anything is timed.")
 def bench_train(agents: tuple[str, ...], backbones: tuple[str, ...], max_length: int | None,
                 batch_size: int | None, settings: Settings, limit_posts: int | None,
                 out: Path | None, peak_tflops: float | None, sync_steps: int,
-                workers_per_gpu: int | None, trials: int) -> None:
+                workers_per_gpu: int | None, trials: int, compile_encoder: bool) -> None:
     """Samples/s and seconds/epoch, dynamic vs pad-to-max batching, and per agent and
     backbone: windows/s, host/device ms per step, host syncs per step and MFU (or, with
     --workers-per-gpu, trials/s with K processes per device)."""
@@ -108,13 +112,17 @@ def bench_train(agents: tuple[str, ...], backbones: tuple[str, ...], max_length:
                             batch_size=batch_size, epochs=1) for a, b in pairs]
     data = load_data(settings.data_dir, limit_posts)
     if workers_per_gpu is not None:
+        if compile_encoder:
+            raise click.UsageError("--compile measures one process; leave it out with "
+                                   "--workers-per-gpu")
         _bench_share(configs[0], data, settings.cache, workers_per_gpu, trials, out,
                      posts=limit_posts)
         return
     table = []
     for cfg in configs:
         figures = _bench_one(cfg, data, settings.cache, out, posts=limit_posts,
-                             sync_steps=sync_steps, peak_tflops=peak_tflops)
+                             sync_steps=sync_steps, peak_tflops=peak_tflops,
+                             compile_encoder=compile_encoder)
         table.append(table_row(cfg.agent, cfg.backbone, figures))
     click.echo(TABLE_HEADER)
     for line in table:
@@ -122,14 +130,18 @@ def bench_train(agents: tuple[str, ...], backbones: tuple[str, ...], max_length:
 
 
 def _bench_one(cfg, data, cache: Path, out: Path | None, *, posts: int | None,
-               sync_steps: int, peak_tflops: float | None):
+               sync_steps: int, peak_tflops: float | None, compile_encoder: bool = False):
     from psy_agents.bench.train_steps import measure
     from psy_agents.training.run import prepare
 
-    run = prepare(cfg, data, cache_dir=cache)
+    run = prepare(cfg, data, cache_dir=cache, compile_encoder=compile_encoder)
     click.echo(f"agent {cfg.agent}, backbone {cfg.backbone}, device {run.device}, "
                f"max_length {cfg.max_length}, "
-               f"eval windows {len(run.eval_ws)}")
+               f"eval windows {len(run.eval_ws)}" + (", encoder compiled" if compile_encoder
+                                                     else ""))
+    if compile_encoder:  # every padded width of the epoch compiled before the timing
+        warm, _ = _time_epoch(run, None)
+        click.echo(f"compile + warm-up epoch: {warm:.2f} s (untimed below)")
     rows, timer = {}, None
     for name, pad_to in (("dynamic", None), ("pad-to-max", cfg.max_length)):
         if pad_to is None:

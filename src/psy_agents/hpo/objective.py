@@ -224,11 +224,13 @@ class Objective:
     def _train(self, params, original: int, ckpt: Path, report, *, eval_split: str = "val",
                output_dir: Path | None = None, keep: str = "best"):
         cfg = self.train_config(params, self.spec.base_seed + original)
+        stage = self.spec.stage_config
         return run_training(cfg, self.data(), report=report, checkpoint_dir=ckpt,
                             output_dir=output_dir, eval_split=eval_split,
                             stop_requested=self.stop.is_set, keep=keep,
                             cache_dir=self.settings.cache,
-                            checkpoint_every=self.spec.stage_config.checkpoint_every)
+                            checkpoint_every=stage.checkpoint_every,
+                            eval_every=stage.eval_every, compile_encoder=stage.compile)
 
 
 def drop_frames(exc: BaseException) -> None:

@@ -44,13 +44,41 @@ class StageConfig:
     refit_from: str = ""
     keep_models: int = 3
     checkpoint_every: int = 1
+    # Trial length: True samples `epochs` in ceil(E/2)..E (stages of 4+ epochs); False runs
+    # every trial to the `epochs` cap and leaves the stopping to the pruner and patience.
+    sample_epochs: bool = True
+    # Pruner settings (asha and hyperband): the first rung's epochs, the rung ratio, and
+    # (asha) how many trials must reach a rung before any is pruned there.
+    min_resource: int = 1
+    reduction_factor: int = 3
+    bootstrap_count: int = 0
+    # Warm start: the source stage's (narrow_from) best `warm_start` configurations are
+    # enqueued, projected into this stage's space, before the sampler proposes any.
+    warm_start: int = 0
+    # Plateau stop: after this many finished trials in a row without a gain of at least
+    # `min_gain` over the best value, the stage takes no new trials (0: off).
+    stop_after_trials_without_gain: int = 0
+    min_gain: float = 0.0
+    # Evaluate on the eval split every k epochs and after the last (pruners and patience
+    # read only evaluated epochs; 1: every epoch).
+    eval_every: int = 1
+    # Compile the encoder with torch.compile (opt-in; see README "The training step").
+    compile: bool = False
 
     def __post_init__(self) -> None:
         checks = [("epochs", self.epochs >= 1, ">= 1"), ("patience", self.patience >= 1, ">= 1"),
                   ("top_k", self.top_k >= 1, ">= 1"), ("margin", self.margin >= 0, ">= 0"),
                   ("train_fraction", 0 < self.train_fraction <= 1, "in (0, 1]"),
                   ("keep_models", self.keep_models >= 0, ">= 0"),
-                  ("checkpoint_every", self.checkpoint_every >= 1, ">= 1")]
+                  ("checkpoint_every", self.checkpoint_every >= 1, ">= 1"),
+                  ("min_resource", self.min_resource >= 1, ">= 1"),
+                  ("reduction_factor", self.reduction_factor >= 2, ">= 2"),
+                  ("bootstrap_count", self.bootstrap_count >= 0, ">= 0"),
+                  ("warm_start", self.warm_start >= 0, ">= 0"),
+                  ("stop_after_trials_without_gain", self.stop_after_trials_without_gain >= 0,
+                   ">= 0 (0: off)"),
+                  ("min_gain", self.min_gain >= 0, ">= 0"),
+                  ("eval_every", self.eval_every >= 1, ">= 1")]
         if self.refit_from:
             checks.append(("seeds", self.seeds >= 1, ">= 1 for a refit stage"))
             # Refit never stops early: that would select an epoch on the test split.

@@ -116,33 +116,48 @@ def train_epoch(run: Run, epoch: int, *, stop_requested: Callable[[], bool] | No
     return float(total) / max(seen, 1), seen  # the epoch's one read of the device
 
 
+def evaluates(epoch: int, every: int, last: int) -> bool:
+    """Whether epoch ``epoch`` (0-based) is evaluated: every ``every``-th, and the ``last``."""
+    return (epoch + 1) % every == 0 or epoch == last
+
+
 def fit(run: Run, state: State, *, report: Callable[[float, int], bool] | None,
         on_epoch: Callable[[Any], None] | None, stop_requested: Callable[[], bool] | None,
         save: Callable[[State, bool], None], make_record: Callable[..., Any],
-        progress: ProgressFactory | None = None) -> str:
+        progress: ProgressFactory | None = None, eval_every: int = 1) -> str:
     """Train epochs ``state.epoch + 1 .. cfg.epochs - 1``; return why it stopped.
 
-    ``save(state, improved)`` writes the checkpoint (and the best model); it runs after
-    evaluation and before ``on_epoch``/``report``; it may hand the write to a background thread,
-    so a run killed between a report and the end of that write recomputes that epoch, exactly.
+    Epochs ``eval_every - 1``, ``2 * eval_every - 1``, ... and the last are evaluated; only
+    they are recorded, reported and can stop the run. Patience counts epochs (an epoch
+    without evaluation since the best counts as one without gain), so ``patience`` means
+    the same whatever ``eval_every`` is.
+    ``save(state, improved)`` writes the checkpoint (and the best model) after every epoch;
+    it runs after evaluation and before ``on_epoch``/``report``; it may hand the write to a
+    background thread, so a run killed between a report and the end of that write
+    recomputes that epoch, exactly.
     ``progress`` draws a bar over each epoch's batches and each evaluation's (None: none).
     """
     cfg = run.cfg
     if state.bad_epochs >= cfg.patience:
         return "early_stopped"
+    t0 = time.perf_counter()
     for epoch in range(state.epoch + 1, cfg.epochs):
-        t0 = time.perf_counter()
         loss, _ = train_epoch(run, epoch, stop_requested=stop_requested, progress=progress)
+        if not evaluates(epoch, eval_every, cfg.epochs - 1):
+            state.epoch = epoch
+            save(state, False)
+            continue
         metrics = evaluate(run.model, run.eval_pairs, run.eval_ws, heads=run.spec.heads,
                            cfg=cfg, device=run.device, pad_id=run.pad_id, progress=progress)
         value = float(run.spec.objective(metrics))
         improved = value > state.best_value
         if improved:
             state.best_value, state.best_epoch, state.bad_epochs = value, epoch, 0
-        else:
-            state.bad_epochs += 1
+        else:  # every epoch since the last evaluation went without a gain
+            state.bad_epochs += epoch - (state.history[-1]["epoch"] if state.history else -1)
         record = make_record(epoch=epoch, train_loss=loss, value=value, metrics=metrics,
                              seconds=time.perf_counter() - t0)
+        t0 = time.perf_counter()
         state.history.append(record.__dict__)
         state.epoch = epoch
         save(state, improved)

@@ -120,11 +120,22 @@ def lr_factor(step: int, total: int, warmup: int, schedule: str) -> float:
     return max(0.0, 1 - progress)
 
 
+def compile_encoders(model: Any, backend: str = "inductor") -> None:
+    """Compile each encoder's forward in place with ``torch.compile`` (``Module.compile``:
+    parameter names, and so checkpoints and saved models, stay those of the plain model).
+    Shapes vary with the padded width (a multiple of ``pad_multiple``), so a few widths
+    are compiled once each before dynamic shapes take over. Opt-in (stage setting
+    ``compile``): the first steps pay the compilation, which only a long run earns back."""
+    for encoder in model.encoders:
+        encoder.compile(backend=backend)
+
+
 def prepare(cfg: TrainConfig, data: Any, eval_split: str = "val", *,
-            cache_dir: Path | None = None) -> Run:
+            cache_dir: Path | None = None, compile_encoder: bool = False) -> Run:
     """Build every object of a run; no training happens here. Built backbones and
     tokenized features are cached under ``cache_dir`` (None: features stay in memory and
-    ``tiny`` is built in a private temporary folder).
+    ``tiny`` is built in a private temporary folder). ``compile_encoder``: see
+    :func:`compile_encoders`.
 
     Raises:
         ConfigError, ModelError, DataError: bad settings, backbone or split.
@@ -147,6 +158,8 @@ def prepare(cfg: TrainConfig, data: Any, eval_split: str = "val", *,
     pos_weight = (allowed.sum() - n_pos) / max(n_pos, 1.0)
     seed_everything(cfg.seed)
     model = spec.build_model(cfg, source).to(device)
+    if compile_encoder:
+        compile_encoders(model)
     optimizer = make_optimizer(cfg, model, device)
     # Every epoch draws the same number of windows, so epoch 0's plan sizes the schedule.
     plan_size = len(plan_epoch(train_ws, spec.heads, cfg, allowed=allowed, epoch=0).index)
@@ -169,8 +182,11 @@ def run_training(cfg: TrainConfig, data: Any, *,
                  keep: str = "best",
                  cache_dir: Path | None = None,
                  progress: Callable[[str, int], Any] | None = None,
-                 checkpoint_every: int = 1) -> TrainResult:
-    """Train ``cfg`` on ``data``'s train split, evaluating on ``eval_split`` every epoch.
+                 checkpoint_every: int = 1, eval_every: int = 1,
+                 compile_encoder: bool = False) -> TrainResult:
+    """Train ``cfg`` on ``data``'s train split, evaluating on ``eval_split`` every
+    ``eval_every`` epochs and after the last (see :func:`psy_agents.training.loop.fit`).
+    ``compile_encoder`` compiles the encoder with ``torch.compile`` (see :func:`prepare`).
 
     After each epoch: evaluate -> value (the agent's objective) -> checkpoint (if
     ``checkpoint_dir``) -> ``on_epoch(record)`` -> ``report(value, epoch)`` (True = prune).
@@ -190,7 +206,7 @@ def run_training(cfg: TrainConfig, data: Any, *,
     """
     if keep not in ("best", "last"):
         raise ValueError(f"The value of `keep` is {keep!r}, but must be 'best' or 'last'")
-    run = prepare(cfg, data, eval_split, cache_dir=cache_dir)
+    run = prepare(cfg, data, eval_split, cache_dir=cache_dir, compile_encoder=compile_encoder)
     cfg_dict = cfg.to_dict()
     saved = ckpt.load_checkpoint(checkpoint_dir, model=run.model, optimizer=run.optimizer,
                                  scheduler=run.scheduler, cfg=cfg_dict)
@@ -203,7 +219,7 @@ def run_training(cfg: TrainConfig, data: Any, *,
                          output_dir=output_dir, keep=keep, every=checkpoint_every) as saver:
         stopped = fit(run, state, report=report, on_epoch=on_epoch,
                       stop_requested=stop_requested, save=saver.save, make_record=EpochRecord,
-                      progress=progress)
+                      progress=progress, eval_every=eval_every)
     history = tuple(EpochRecord(**h) for h in state.history)
     best = history[[h.epoch for h in history].index(state.best_epoch)] if history else None
     result = TrainResult(best_value=state.best_value, best_epoch=state.best_epoch,
