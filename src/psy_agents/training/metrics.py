@@ -4,12 +4,14 @@
   gold or a predicted positive (a symptom with neither says nothing about the model, so it
   is left out, neither 0 nor 1: scikit-learn's ``zero_division=np.nan``);
 - AUROC per symptom via the rank statistic (Mann-Whitney U, ties count one half);
-- span token-F1 and exact match against the best-matching gold sentence
-  (lowercased whitespace tokens), and no-answer accuracy.
+- span token-F1 and exact match against the best-matching gold sentence, on SQuAD v1.1
+  evaluation tokens (:func:`answer_tokens`), as published span results are scored; and
+  no-answer accuracy.
 """
 
 from __future__ import annotations
 
+import string
 from collections import Counter
 from collections.abc import Sequence
 
@@ -80,13 +82,23 @@ def symptom_metrics(symptoms: Sequence[str], y_true: Sequence[int], probs: Seque
     return out
 
 
-def _tokens(text: str) -> list[str]:
-    return text.lower().split()
+_DROP_PUNCTUATION = str.maketrans("", "", string.punctuation)
+_ARTICLES = frozenset({"a", "an", "the"})
+
+
+def answer_tokens(text: str) -> list[str]:
+    """The SQuAD v1.1 evaluation tokens of ``text``: lower case, ASCII punctuation deleted
+    (not replaced, so "don't" is the one token "dont"), the articles a/an/the dropped,
+    split on any run of whitespace. Two answers are an exact match when their tokens are
+    equal.
+    """
+    return [w for w in text.lower().translate(_DROP_PUNCTUATION).split() if w not in _ARTICLES]
 
 
 def token_f1(pred: str, gold: str) -> float:
-    """Token-level F1 of two strings (bag of lowercased whitespace tokens)."""
-    p, g = _tokens(pred), _tokens(gold)
+    """Token-level F1 of two strings over their :func:`answer_tokens` (bags of tokens);
+    when either has no token, 1.0 if both have none, else 0.0."""
+    p, g = answer_tokens(pred), answer_tokens(gold)
     if not p or not g:
         return float(p == g)
     common = sum((Counter(p) & Counter(g)).values())
@@ -104,7 +116,7 @@ def best_match(pred: str | None, golds: Sequence[str]) -> tuple[float, float]:
     if pred is None or not golds:
         return 0.0, 0.0
     f1 = max(token_f1(pred, g) for g in golds)
-    em = float(any(_tokens(pred) == _tokens(g) for g in golds))
+    em = float(any(answer_tokens(pred) == answer_tokens(g) for g in golds))
     return f1, em
 
 
