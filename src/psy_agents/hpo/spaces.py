@@ -76,12 +76,17 @@ AGENT_EXTRAS: dict[str, Space] = {
 }
 
 
-def agent_space(agent: str, backbones: Sequence[str], epochs: int) -> Space:
+def agent_space(agent: str, backbones: Sequence[str], epochs: int, *,
+                sample_epochs: bool = True) -> Space:
     """The full (s1 / max) space of ``agent``.
 
     ``backbone`` is searched when several are given; the epoch cap is searched between half
-    the stage's epochs and all of them when the stage has at least 4 epochs. The learning
-    rate range is the from-scratch one when every backbone is ``tiny``, else the
+    the stage's epochs and all of them when the stage has at least 4 epochs and
+    ``sample_epochs`` (the stage's setting) is True. Without it every trial's ``epochs`` is
+    the stage cap and only the pruner and patience end a trial early — which also makes
+    rung values comparable: the learning-rate schedule (``training.run.prepare``) spans
+    ``cfg.epochs``, so every trial of the stage has the same schedule up to each rung. The
+    learning rate range is the from-scratch one when every backbone is ``tiny``, else the
     fine-tuning one.
     """
     if agent not in AGENT_EXTRAS:
@@ -89,7 +94,7 @@ def agent_space(agent: str, backbones: Sequence[str], epochs: int) -> Space:
     head: list[Param] = []
     if len(backbones) > 1:
         head.append(Param("backbone", "categorical", choices=tuple(backbones)))
-    if epochs >= 4:
+    if sample_epochs and epochs >= 4:
         head.append(Param("epochs", "int", math.ceil(epochs / 2), epochs))
     lr = SCRATCH_LR if set(backbones) == {"tiny"} else FINETUNE_LR
     return (*head, lr, *_COMMON, *AGENT_EXTRAS[agent])
