@@ -319,6 +319,9 @@ ROWS: list[Row] = [
     ("train-backbone-no-config", lambda w: ["train", "--agent", "criteria", "--backbone",
                                             str(w.data)], {}),
     ("eval-no-model", lambda w: ["eval", "--model", str(w.root / "nope")], {}),
+    ("baseline-no-data", lambda w: ["baseline", "--data-dir", str(w.root / "nope")], {}),
+    ("baseline-unwritable", lambda w: ["baseline", "--data-dir", str(w.data), "--out",
+                                       "/proc/no/b.json"], {}),
     # hpo
     ("hpo-stage-and-plan", lambda w: [*HPO, "--plan", "multi", "--stage", "s1"], {}),
     ("hpo-fix-not-kv", lambda w: [*HPO, "--fix", "dropout", "--dry-run"], {}),
@@ -405,6 +408,12 @@ ELSEWHERE: dict[tuple[str, str], tuple[tuple[str, ...], str]] = {
         "tests/agents/test_agents_strict_load.py"),
     ("cli/bench.py", "bench_train"): (
         ("bench train",), "a usage error of a benchmark that loads torch; tests/bench"),
+    ("hpo/warm.py", "plan"): (
+        ("hpo",), "--warm-start needs an earlier campaign in the storage; exact lines in "
+        "tests/cli/test_cli_warm_start.py"),
+    ("hpo/warm.py", "_configs"): (
+        ("hpo",), "a value that cannot be projected needs an earlier finished campaign; "
+        "tests/cli/test_cli_warm_start.py"),
 }
 
 

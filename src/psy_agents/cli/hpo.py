@@ -216,6 +216,13 @@ def _summary(storage_url: str, experiment: str) -> None:
 @click.option("--objective", type=click.Choice(["train", "simulated"]), default="train",
               show_default=True, help="`simulated` is the synthetic benchmark workload "
               "(no model is trained); use it to test a cluster set-up.")
+@click.option("--warm-start", default=None, metavar="EXPERIMENT",
+              help="Seed each new study (stages sampling the full space) with the best "
+                   "COMPLETE configurations of the same agent and stage in EXPERIMENT, an "
+                   "earlier campaign in this storage: queued, projected into this campaign's "
+                   "space, they run first and each is one trial of the budget.")
+@click.option("--warm-start-trials", type=click.IntRange(min=1), default=10, show_default=True,
+              help="How many of EXPERIMENT's best configurations --warm-start queues per study.")
 @click.option("--dry-run", is_flag=True,
               help="Print what the backend would submit (sbatch script, Job YAML); "
                    "create nothing.")
@@ -226,7 +233,8 @@ def _summary(storage_url: str, experiment: str) -> None:
 def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, workers: int,
         workers_per_gpu: int, backbones: tuple[str, ...], trials: int | None,
         epochs: int | None, seeds: int | None, gpus_per_worker: int | None,
-        fixed: tuple[str, ...], objective: str, dry_run: bool, follow: bool,
+        fixed: tuple[str, ...], objective: str, warm_start: str | None,
+        warm_start_trials: int, dry_run: bool, follow: bool,
         settings: Settings, backend: str, backend_options) -> int:
     """Start a hyperparameter search: create the studies, then start N workers.
 
@@ -235,11 +243,13 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, wor
       launch hpo --agent criteria                       # local, 1 worker, SQLite, tiny model
       launch hpo --agent joint --workers 16 --backend slurm --slurm-partition gpu
       launch hpo --agent all --stage max --workers 64 --backend k8s --dry-run
+      launch hpo --agent criteria --experiment e2 --warm-start e1
     """
     from psy_agents.backends.base import LaunchRequest, next_launch
     from psy_agents.backends.registry import get_backend
     from psy_agents.hpo.spec import CampaignOverrides, create_campaign, study_name
     from psy_agents.hpo.storage_url import absolute_sqlite, mask_url
+    from psy_agents.hpo.warm import CampaignSeeder
 
     chain = _stages(plan, stage, stages)
     fixed_train = parse_fixed(fixed)
@@ -274,8 +284,10 @@ def hpo(agent: str, plan: str | None, stage: str | None, stages: str | None, wor
     campaign = create_campaign(url, experiment=experiment, agents=_agents(agent),
                                stages=plan_stages, n_workers=workers * workers_per_gpu,
                                overrides=overrides,
-                               data_dir=settings.data_dir, stages_file=settings.stages_file)
-    for line in campaign.changes:
+                               data_dir=settings.data_dir, stages_file=settings.stages_file,
+                               seeder=CampaignSeeder(warm_start, warm_start_trials)
+                               if warm_start else None)
+    for line in (*campaign.changes, *campaign.seeded):
         click.echo(line, err=True)
     joined = len(campaign.changes)
     made = f"created {len(campaign.all_studies) - joined}" + (f" and joined {joined}"

@@ -2,7 +2,9 @@
 
 One line per study, in plan order (by agent, then s0, s1, s2, refit): a budget bar,
 complete/pruned/running/failed/waiting counts, best value, trials per hour and the ETA
-(both from the recent rate: see ``hpo.results.recent_rate``) and live workers; under a
+(both from the recent rate: see ``hpo.results.recent_rate``), live workers, and why a
+stage stopped before its budget (``stopped: plateau: 20 trials without a gain of 0.001 over
+0.7340``: ``stop_after_trials_without_gain`` in the stages file); under a
 study whose budget or workers changed since it was created, its budget history
 (``  budget: 6 (2 workers, 11-29 22:50) -> 10 (+3 workers, 11-29 23:05)``, local time).
 Never prints a password. With ``--experiment``, when an earlier `launch hpo` recorded its
@@ -22,11 +24,9 @@ import click
 
 from psy_agents.cli.options import shared_option, shared_options
 from psy_agents.errors import ConfigError
-from psy_agents.hpo.results import StudyStatus
+from psy_agents.hpo.results import StudyStatus, experiment_list
 from psy_agents.hpo.storage_url import mask_url
 from psy_agents.settings import Settings
-
-SHOWN_EXPERIMENTS = 5  # an unknown --experiment lists this many of the stored ones
 
 
 @click.command("status")
@@ -66,17 +66,15 @@ def refuse_unknown_experiment(experiment: str, rows: list[StudyStatus], url: str
     empty storage passes (`launch status` then says there are no studies yet).
 
     Raises:
-        ConfigError: naming the storage (masked) and up to :data:`SHOWN_EXPERIMENTS` of
+        ConfigError: naming the storage (masked) and up to
+            :data:`psy_agents.hpo.results.SHOWN_EXPERIMENTS` of
             its experiments, with their count.
     """
     names = sorted({row.name.split(".", 1)[0] for row in rows})  # no "." in an experiment
     if not names:
         return
-    listed = ", ".join(names[:SHOWN_EXPERIMENTS])
-    if len(names) > SHOWN_EXPERIMENTS:
-        listed += f" and {len(names) - SHOWN_EXPERIMENTS} more"
     raise ConfigError(f"storage {mask_url(url)} holds no experiment {experiment!r}; its "
-                      f"{len(names)} experiment(s): {listed}",
+                      f"{experiment_list(names)}",
                       "pass one of them with --experiment, or the storage that holds it "
                       "with --storage")
 

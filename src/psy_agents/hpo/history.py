@@ -13,7 +13,7 @@ import logging
 
 from psy_agents.errors import StorageError
 from psy_agents.hpo import spaces
-from psy_agents.hpo.spec import NARROWED_ATTR, StudySpec, load_spec, study_name
+from psy_agents.hpo.spec import NARROWED_ATTR, STOPPED_ATTR, StudySpec, load_spec, study_name
 
 _log = logging.getLogger("psy_agents.worker")
 
@@ -28,6 +28,20 @@ def finished_in_order(study) -> list:
     """COMPLETE + PRUNED trials in completion order (ties by number): the same on every worker."""
     trials = study.get_trials(deepcopy=False, states=finished_states())
     return sorted(trials, key=lambda t: (t.datetime_complete, t.number))
+
+
+def source_trials(source, budget: int) -> list | None:
+    """The finished trials that a stage built on ``source`` reads: the first ``budget`` in
+    completion order, or all of them once ``source`` stopped on a plateau
+    (:data:`STOPPED_ATTR`) and none of its trials runs or waits any more (the set can no
+    longer change). None while they are not all there."""
+    from optuna.trial import TrialState
+
+    first = finished_in_order(source)[:budget]
+    if len(first) >= budget:
+        return first
+    pending = source.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    return first if STOPPED_ATTR in source.user_attrs and not pending else None
 
 
 def trial_score(trial) -> float:
@@ -56,10 +70,11 @@ def stage_space(storage, study, spec: StudySpec) -> spaces.Space:
         return spaces.space_from_json(stored)
     source, source_spec = load_spec(storage, study_name(spec.experiment, spec.agent,
                                                         stage.narrow_from))
-    first = finished_in_order(source)[: source_spec.budget]
-    if len(first) < source_spec.budget:
-        raise StorageError(f"stage {stage.narrow_from} of {spec.agent} has {len(first)} of "
-                           f"{source_spec.budget} finished trials", "run its workers first")
+    first = source_trials(source, source_spec.budget)
+    if first is None:
+        raise StorageError(f"stage {stage.narrow_from} of {spec.agent} has "
+                           f"{len(finished_in_order(source))} of {source_spec.budget} finished "
+                           "trials", "run its workers first")
     narrowed = spaces.narrow(spec.search_space, [(t.params, trial_score(t)) for t in first],
                              stage.top_k, stage.margin)
     as_json = spaces.space_to_json(narrowed)

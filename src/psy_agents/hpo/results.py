@@ -18,12 +18,20 @@ from typing import Any
 
 from psy_agents.agents.registry import AGENT_NAMES
 from psy_agents.errors import ConfigError, StorageError
-from psy_agents.hpo.spec import BUDGET_HISTORY_ATTR, SPEC_ATTR, StudySpec, load_spec
+from psy_agents.hpo.spec import (
+    BUDGET_HISTORY_ATTR,
+    REFIT_SUMMARY_ATTR,
+    SPEC_ATTR,
+    STOPPED_ATTR,
+    StudySpec,
+    load_spec,
+)
 
 RECENT_TRIALS = 10  # finished trials the rate is measured over
 PAUSE_FACTOR = 3.0  # an idle gap this many median trial durations long is a pause...
 PAUSE_MIN_S = 60.0  # ...and never shorter than this (a worker's own gap between trials)
 _FINISHED = ("COMPLETE", "PRUNED")
+SHOWN_EXPERIMENTS = 5  # an unknown experiment's error lists this many of the stored ones
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,8 @@ class StudyStatus:
     stage: str = ""
     position: int = 0  # index of the study in its agent's stage chain
     budget_history: tuple[BudgetEntry, ...] = ()
+    stopped: str = ""  # why the stage stopped before its budget (a plateau), else ""
+    refit: str = ""  # a finished refit's result line (spec.REFIT_SUMMARY_ATTR), else ""
 
     @property
     def finished(self) -> int:
@@ -56,9 +66,10 @@ class StudyStatus:
 
     @property
     def ended(self) -> bool:
-        """The budget is finished and no trial is RUNNING or WAITING (for a retry)."""
-        return (self.finished >= self.budget and self.counts["RUNNING"] == 0
-                and self.counts["WAITING"] == 0)
+        """The budget is finished (or the stage stopped early) and no trial is RUNNING or
+        WAITING (for a retry)."""
+        return ((self.finished >= self.budget or bool(self.stopped))
+                and self.counts["RUNNING"] == 0 and self.counts["WAITING"] == 0)
 
 
 def _finished_spans(trials) -> list[tuple[datetime, datetime]]:
@@ -174,14 +185,16 @@ def study_status(summary, storage) -> StudyStatus | None:
     # worker that looks, so the workers of RUNNING trials are the live ones.
     live = {(t.user_attrs.get("worker_index"), t.user_attrs.get("pid"))
             for t in trials if t.state.name == "RUNNING"}
-    left = spec.budget - counts["COMPLETE"] - counts["PRUNED"]
+    stopped = str(summary.user_attrs.get(STOPPED_ATTR, ""))
+    left = 0 if stopped else spec.budget - counts["COMPLETE"] - counts["PRUNED"]
     chain = list(spec.chain)
     return StudyStatus(
         summary.study_name, spec.budget, counts, max(values) if values else None, rate,
         eta_seconds(left, rate), len(live), agent=spec.agent, stage=spec.stage["name"],
         position=chain.index(spec.name) if spec.name in chain else len(chain),
         budget_history=budget_history(summary.user_attrs.get(BUDGET_HISTORY_ATTR),
-                                      summary.study_name))
+                                      summary.study_name), stopped=stopped,
+        refit=str(summary.user_attrs.get(REFIT_SUMMARY_ATTR, "")))
 
 
 def plan_order(row: StudyStatus) -> tuple:
@@ -221,7 +234,8 @@ def format_status(row: StudyStatus, width: int = 20) -> str:
     return (f"{row.name}  [{bar}] {row.finished}/{row.budget}  complete={c['COMPLETE']} "
             f"pruned={c['PRUNED']} running={c['RUNNING']} failed={c['FAIL']} "
             f"waiting={c['WAITING']}  best={best}  trials/h={rate}  "
-            f"eta={_duration(row.eta_s)}  workers={row.live_workers}")
+            f"eta={_duration(row.eta_s)}  workers={row.live_workers}"
+            + (f"  stopped: {row.stopped}" if row.stopped else ""))
 
 
 def format_budget_history(history: Sequence[BudgetEntry], tz: tzinfo | None = None) -> str | None:
@@ -240,13 +254,15 @@ def format_budget_history(history: Sequence[BudgetEntry], tz: tzinfo | None = No
 
 def status_lines(rows: Sequence[StudyStatus]) -> list[str]:
     """What ``launch status`` prints: a line per study, each followed by its budget
-    history line when it has one."""
+    history line when it has one, and a finished refit by its result line."""
     lines = []
     for row in rows:
         lines.append(format_status(row))
         history = format_budget_history(row.budget_history)
         if history:
             lines.append(history)
+        if row.refit:
+            lines.append(f"  {row.refit}")
     return lines
 
 
@@ -270,7 +286,7 @@ def progress_line(rows: Sequence[StudyStatus]) -> str:
     if not active:
         nexts: dict[str, StudyStatus] = {}
         for r in rows:
-            if r.finished < r.budget:
+            if r.finished < r.budget and not r.stopped:
                 nexts.setdefault(r.agent, r)
         active = list(nexts.values())
     if not active:
@@ -290,6 +306,18 @@ def trial_record(t) -> dict[str, Any]:
             "params": dict(t.params), "epochs_reported": len(t.intermediate_values),
             "start": iso(t.datetime_start), "complete": iso(t.datetime_complete),
             "user_attrs": dict(t.user_attrs)}
+
+
+def experiment_list(names: Sequence[str]) -> str:
+    """``"3 experiment(s): a, b, c"`` (at most :data:`SHOWN_EXPERIMENTS` named, then ``and
+    N more``), or ``"no experiment"`` for none: what an error about an unknown experiment
+    lists."""
+    if not names:
+        return "no experiment"
+    listed = ", ".join(names[:SHOWN_EXPERIMENTS])
+    if len(names) > SHOWN_EXPERIMENTS:
+        listed += f" and {len(names) - SHOWN_EXPERIMENTS} more"
+    return f"{len(names)} experiment(s): {listed}"
 
 
 def load_trials(storage, name: str):

@@ -40,15 +40,22 @@ SPEC_ATTR = "psy_spec"
 # Keys that specs written by earlier versions held (launcher paths); dropped when read.
 _RETIRED_KEYS = ("data_dir", "runs_dir")
 NARROWED_ATTR = "psy_narrowed_space"
+# Why a stage stopped before its budget (a plateau: :mod:`psy_agents.hpo.warm`); a study
+# with it takes no new trials, and the stages built on it read what it finished.
+STOPPED_ATTR = "psy_stopped"
+# A refit's one-line result (test value mean ± std, interval, baseline), for `launch status`.
+REFIT_SUMMARY_ATTR = "psy_refit_summary"
 # A list of {"budget": int, "at": ISO-8601 UTC, "workers": int}, one entry per launch that
 # created, joined or extended the study.
 BUDGET_HISTORY_ATTR = "psy_budget_history"
 # Spec keys that change no result: the worker count and the sampler's start-up (derived
 # from it), and the budget, which may grow.
 _NOT_IDENTITY = ("n_workers", "n_startup_trials", "budget")
-# Stage keys that change no result: those sizing the budget, how many models are kept, and
-# how often a checkpoint is written (a resume is exact from any checkpointed epoch).
-_NOT_IDENTITY_STAGE = ("trials", "trials_per_agent", "seeds", "keep_models", "checkpoint_every")
+# Stage keys that change no result: those sizing the budget (and the plateau stop ending
+# it), seeding the queue, how many models are kept, how often a checkpoint is written (a
+# resume is exact from any checkpointed epoch) and whether the encoder is compiled.
+_NOT_IDENTITY_STAGE = ("trials", "trials_per_agent", "seeds", "keep_models", "checkpoint_every",
+                       "warm_start", "stop_after_trials_without_gain", "min_gain", "compile")
 
 
 def study_name(experiment: str, agent: str, stage: str) -> str:
@@ -151,6 +158,7 @@ class Campaign:
     all_studies: tuple[str, ...]
     storage_url_masked: str
     changes: tuple[str, ...] = ()  # one line per study joined or extended
+    seeded: tuple[str, ...] = ()  # one line per study given a warm start (--warm-start)
 
 
 def _apply(stage: StageConfig, o: CampaignOverrides) -> StageConfig:
@@ -186,9 +194,14 @@ def create_campaign(storage_url: str, *, experiment: str, agents: Sequence[str],
                     stages: str | Sequence[str] | Sequence[StageConfig], n_workers: int,
                     overrides: CampaignOverrides | None = None, data_dir: Path = DEFAULT_DATA_DIR,
                     stages_file: Path | None = None,
-                    settings: StorageSettings | None = None) -> Campaign:
+                    settings: StorageSettings | None = None, seeder: Any = None) -> Campaign:
     """Create the schema and every study of every agent's chain, storing each spec; or
     join the studies that exist, raising their budgets when asked to.
+
+    ``seeder`` (``launch hpo --warm-start``: :class:`psy_agents.hpo.warm.CampaignSeeder`)
+    plans the new studies' first trials with ``seeder.plan(storage, new_specs)`` after every
+    check and before the first write (it may refuse: nothing is created then), and queues
+    them with ``seeder.apply(storage)`` (lines for :attr:`Campaign.seeded`) once they exist.
 
     Idempotent for the same arguments. A study that exists is *joined* when its identity
     (:func:`identity`) is the same: without ``overrides.trials`` (``seeds`` for a refit)
@@ -216,7 +229,8 @@ def create_campaign(storage_url: str, *, experiment: str, agents: Sequence[str],
                               existing)
         for stage in plan:
             # A parameter fixed by the launcher is not searched: sampling it would be ignored.
-            space = tuple(p for p in spaces.agent_space(agent, o.backbones, stage.epochs)
+            space = tuple(p for p in spaces.agent_space(agent, o.backbones, stage.epochs,
+                                                      sample_epochs=stage.sample_epochs)
                           if p.name not in o.train)
             specs.append(StudySpec(
                 experiment=experiment, agent=agent, stage=stage.to_dict(), chain=chain,
@@ -230,9 +244,12 @@ def create_campaign(storage_url: str, *, experiment: str, agents: Sequence[str],
     explicit = {False: o.trials is not None, True: o.seeds is not None}  # by is_refit
     wanted = [_reconcile(spec, existing.get(spec.name), explicit[spec.stage_config.is_refit])
               for spec in specs]  # every check before the first write
+    if seeder is not None:
+        seeder.plan(storage, [spec for spec in wanted if existing.get(spec.name) is None])
     changes = [line for spec in wanted if (line := _store(storage, spec, n_workers))]
+    seeded = tuple(seeder.apply(storage)) if seeder is not None else ()
     return Campaign(tuple(firsts), tuple(s.name for s in specs), mask_url(storage_url),
-                    tuple(changes))
+                    tuple(changes), seeded)
 
 
 def _joined_chain(chain: tuple[str, ...], existing: dict[str, Any]) -> tuple[str, ...]:

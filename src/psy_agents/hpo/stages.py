@@ -47,8 +47,9 @@ class StageConfig:
     # Trial length: True samples `epochs` in ceil(E/2)..E (stages of 4+ epochs); False runs
     # every trial to the `epochs` cap and leaves the stopping to the pruner and patience.
     sample_epochs: bool = True
-    # Pruner settings (asha and hyperband): the first rung's epochs, the rung ratio, and
-    # (asha) how many trials must reach a rung before any is pruned there.
+    # Pruner settings (asha and hyperband): the first rung's step (0-based epoch), the rung
+    # ratio, and (asha) bootstrap_count: Optuna prunes the first trials to reach a rung
+    # until that many have reported there (it prunes them, it does not hold them).
     min_resource: int = 1
     reduction_factor: int = 3
     bootstrap_count: int = 0

@@ -7,9 +7,11 @@ worker runs the chains in the order given (its own agent first). In each stage i
 trials while the study-wide budget has room (finished + running below the budget, claimed
 under a lock: :mod:`psy_agents.hpo.budget`), then moves to the next stage; a stage that
 builds on another (narrowing, refit) first waits for that one to finish, running its
-retries meanwhile. Before exiting it waits until no trial of its chains is RUNNING or
-WAITING, failing stale ones (dead workers) so that their retries run: nothing is left
-RUNNING.
+retries meanwhile. A narrowed stage with ``warm_start`` first queues its source's best
+configurations, and a stage with ``stop_after_trials_without_gain`` stops taking trials on a
+plateau and counts as finished (:mod:`psy_agents.hpo.warm`). Before exiting it waits until
+no trial of its chains is RUNNING or WAITING, failing stale ones (dead workers) so that their
+retries run: nothing is left RUNNING.
 
 Exit codes: 0 all budgets finished; 75 (EX_TEMPFAIL, "requeue me") after SIGTERM/SIGUSR2 —
 the running trial was checkpointed and re-queued as WAITING, and a restarted worker resumes
@@ -33,10 +35,12 @@ from psy_agents.hpo.connect import StorageSettings, is_transient, open_storage
 from psy_agents.hpo.history import finished_states, stage_space
 from psy_agents.hpo.models import sweep_checkpoints
 from psy_agents.hpo.objective import Objective, release_memory
+from psy_agents.hpo.pruners import make_pruner
 from psy_agents.hpo.recovery import requeue_orphans, retry_callback
 from psy_agents.hpo.refit import refit_study, write_summary
 from psy_agents.hpo.spec import StudySpec, load_spec, study_name
 from psy_agents.hpo.storage_url import is_postgres, scrub
+from psy_agents.hpo.warm import stage_done, stop_on_plateau, warm_start_stage
 from psy_agents.settings import Settings
 from psy_agents.tracking import Tracker
 
@@ -98,18 +102,6 @@ def make_sampler(spec: StudySpec, index: int, n_trials_seen: int = 0):
         seed=sampler_seed(spec.base_seed, index, n_trials_seen, spec.name))
 
 
-def make_pruner(spec: StudySpec):
-    import optuna
-
-    stage = spec.stage_config
-    if stage.pruner == "asha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
-    if stage.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=stage.epochs,
-                                              reduction_factor=3)
-    return optuna.pruners.NopPruner()
-
-
 def make_tracker(spec: StudySpec, name: str, uri: str | None) -> Tracker | None:
     """An MLflow tracker for study ``name`` when a tracking ``uri`` is given, else None."""
     stage = spec.stage_config
@@ -164,8 +156,9 @@ class Worker:
         while not self.stop.is_set():
             study, spec = load_spec(self.storage, name)
             self._sweep(study)
-            verdict = count(study, counted_states(spec)).verdict(current_budget(study))
-            if verdict == FINISHED:
+            counts = count(study, counted_states(spec))
+            verdict = counts.verdict(current_budget(study))
+            if stage_done(study, spec, counts, verdict):  # budget finished, or a plateau stop
                 return EXIT_DONE
             if verdict is None and self._run_study(name) == EXIT_REQUEUE:
                 return EXIT_REQUEUE
@@ -191,8 +184,10 @@ class Worker:
         seen = len(study.get_trials(deepcopy=False))
         study = optuna.load_study(study_name=name, storage=self.storage,
                                   sampler=make_sampler(spec, self.cfg.index, seen),
-                                  pruner=make_pruner(spec))
-        objective = Objective(spec, stage_space(self.storage, study, spec), study_name=name,
+                                  pruner=make_pruner(spec.stage_config))
+        space = stage_space(self.storage, study, spec)
+        warm_start_stage(self.storage, study, spec, space)  # queued before any is sampled
+        objective = Objective(spec, space, study_name=name,
                               worker_index=self.cfg.index, stop=self.stop,
                               settings=self.cfg.settings,
                               tracker=make_tracker(spec, name, self.cfg.settings.tracking_uri),
@@ -226,6 +221,9 @@ class Worker:
                 sweep_stale(study)
                 gate = BudgetGate(study, states)
                 verdict = gate.claim()
+                if verdict is None and stop_on_plateau(study, objective.spec):  # lock held
+                    gate.release()
+                    verdict = FINISHED
                 if verdict is not None:
                     return verdict
                 try:
