@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from psy_agents.bench import plan as bp
-from psy_agents.bench.pruning import Arm, compare
+from psy_agents.bench.pruning import Arm, SeedRun, compare, summarize
 from psy_agents.cli.main import cli
 from psy_agents.errors import ConfigError
 
@@ -17,13 +17,28 @@ def test_project_divides_pruned_work_over_efficient_workers():
     row = bp.project("criteria", trials=800, epochs=100, epoch_s=10.0, workers=32,
                      pruning_ratio=0.25, efficiency=0.8)
     assert row.single_gpu_s == pytest.approx(800 * 100 * 10.0)
-    assert row.campaign_s == pytest.approx(800_000 * 0.25 / (32 * 0.8))
+    assert row.workers_s == pytest.approx(800_000 / (32 * 0.8))
+    assert row.pruned_s == pytest.approx(800_000 * 0.25 / (32 * 0.8))
 
 
 def test_project_never_beats_one_full_trial():
     row = bp.project("joint", trials=2, epochs=10, epoch_s=1.0, workers=64,
                      pruning_ratio=0.5, efficiency=1.0)
-    assert row.campaign_s == pytest.approx(10.0)
+    assert row.workers_s == pytest.approx(10.0) and row.pruned_s == pytest.approx(10.0)
+
+
+def test_speed_up_keeps_the_factors_apart_and_leaves_out_an_assumed_ratio():
+    rows = [bp.project(a, trials=800, epochs=100, epoch_s=1.0, workers=32, pruning_ratio=0.25,
+                       efficiency=0.8) for a in ("criteria", "evidence")]
+    measured = bp.speed_up(rows, bp.Figure(0.25, "measured: p.json"))
+    assert measured.workers == pytest.approx(32 * 0.8)
+    assert measured.pruning == pytest.approx(4.0)
+    assert measured.headline == pytest.approx(32 * 0.8 * 4.0)
+    assert measured.campaign_s == pytest.approx(2 * 80_000 * 0.25 / 25.6)
+    assumed = bp.speed_up(rows, bp.Figure(0.25, "ASSUMED", assumed=True))
+    assert assumed.pruning == pytest.approx(4.0)  # shown apart, but not counted:
+    assert assumed.headline == pytest.approx(32 * 0.8)
+    assert assumed.campaign_s == pytest.approx(2 * 80_000 / 25.6)
 
 
 def test_project_rejects_impossible_figures():
@@ -55,22 +70,91 @@ def _write(path, payload):
     return str(path)
 
 
-def test_plan_reads_bench_files_and_labels_assumptions(tmp_path):
+def _plan(tmp_path, *extra):
+    """`launch plan` of the criteria max stage (800 trials x 100 epochs) at 36 s/epoch on 10
+    workers, with a measured efficiency of 0.9 and ``extra`` arguments."""
     train = _write(tmp_path / "t.json", {"kind": "bench train", "agent": "criteria",
                                          "epoch_s": 36.0})
     storage = _write(tmp_path / "s.json", {"kind": "bench storage", "efficiency": 0.9})
     out = tmp_path / "plan.json"
     res = CliRunner().invoke(cli, ["plan", "--agent", "criteria", "--workers", "10",
                                    "--from-bench", train, "--from-bench", storage,
-                                   "--out", str(out)])
+                                   "--backbone", "tiny", "--out", str(out), *extra])
     assert res.exit_code == 0, res.output
-    assert "pruning epochs ratio 0.300 [ASSUMED (not measured)]" in res.output
-    assert f"efficiency 0.900 [measured: {storage}]" in res.output
-    data = json.loads(out.read_text())
-    # max stage: 800 trials x 100 epochs x 36 s = 33.3 d on one GPU; x 0.3 / (10 x 0.9) pooled
+    return res.output.splitlines(), json.loads(out.read_text()), storage
+
+
+def test_plan_headline_leaves_out_an_assumed_pruning_ratio(tmp_path):
+    lines, data, storage = _plan(tmp_path)
+    # 800 x 100 x 36 s = 33.3 d on one GPU; / (10 x 0.9) = 3.7 d; the assumed 0.30 not applied
+    assert lines[1:7] == [
+        "agent     trials epochs  s/epoch  1 GPU, no pruning  10 workers  s/epoch source",
+        f"criteria     800    100    36.00             33.3 d       3.7 d  measured: "
+        f"{tmp_path / 't.json'}",
+        "total        800                             33.3 d       3.7 d",
+        f"workers: 9.0x (10 workers at efficiency 0.900) [measured: {storage}]",
+        "pruning: 3.33x if its epochs ratio were 0.300 [ASSUMED (not measured): the project's "
+        "goal] - left out of the speed-up",
+        "speed-up 9.0x over 1 GPU = workers only (measure the pruning with `launch bench "
+        "pruning --out F` and pass --from-bench F)",
+    ]
     assert data["total_single_gpu_s"] == pytest.approx(800 * 100 * 36.0)
-    assert data["total_campaign_s"] == pytest.approx(800 * 100 * 36.0 * 0.3 / 9.0)
-    assert "33.3 d" in res.output
+    assert data["total_campaign_s"] == pytest.approx(800 * 100 * 36.0 / 9.0)
+    assert data["pruning_ratio"] == {"value": 0.3, "source": "ASSUMED (not measured)",
+                                     "assumed": True}
+    assert data["speed_up"] == {"workers": pytest.approx(9.0), "pruning": pytest.approx(1 / 0.3),
+                                "pruning_counted": False, "headline": pytest.approx(9.0)}
+
+
+def _seeds_payload() -> dict:
+    """What `bench pruning --seeds 3 --out` writes for epochs ratios 0.20 / 0.25 / 0.30
+    (mean 0.25, std 0.05) and regrets 0 / 1 % / 2 %."""
+    runs = []
+    for seed, (epochs, best) in enumerate(((20, 0.6), (25, 0.594), (30, 0.588))):
+        pruned, unpruned = Arm("asha", 10, epochs, best), Arm("none", 10, 100, 0.6)
+        runs.append(SeedRun(seed, pruned, unpruned, compare(pruned, unpruned)))
+    return {"seeds": [r.seed for r in runs], "summary": summarize(runs)}
+
+
+@pytest.mark.parametrize(("payload", "source"), [
+    (_seeds_payload(), ", mean of 3 seeds, std 0.050, regret +1.00%"),
+    ({"epochs_ratio": 0.25, "regret": 0.004}, ""),  # one run, a file from before --seeds
+], ids=["mean-over-seeds", "single-run"])
+def test_plan_counts_a_measured_pruning_ratio_and_says_so(tmp_path, payload, source):
+    pruning = _write(tmp_path / "p.json", {"kind": "bench pruning", **payload})
+    lines, data, _ = _plan(tmp_path, "--from-bench", pruning)
+    assert lines[1:3] == [
+        "agent     trials epochs  s/epoch  1 GPU, no pruning  10 workers  + pruning  s/epoch "
+        "source",
+        f"criteria     800    100    36.00             33.3 d       3.7 d     22.2 h  measured: "
+        f"{tmp_path / 't.json'}",
+    ]
+    assert lines[5:7] == [
+        f"pruning: 4.00x (epochs ratio 0.250) [measured: {pruning}{source}]",
+        "speed-up 36.0x over 1 GPU = workers 9.0x x pruning 4.00x (pruning measured)",
+    ]
+    assert data["total_campaign_s"] == pytest.approx(800 * 100 * 36.0 * 0.25 / 9.0)
+    assert data["speed_up"]["pruning_counted"] is True
+
+
+def test_plan_counts_a_pruning_ratio_given_by_flag_and_labels_it(tmp_path):
+    lines, data, _ = _plan(tmp_path, "--pruning-ratio", "0.5")
+    assert lines[5:7] == [
+        "pruning: 2.00x (epochs ratio 0.500) [given by --pruning-ratio]",
+        "speed-up 18.0x over 1 GPU = workers 9.0x x pruning 2.00x (pruning given by "
+        "--pruning-ratio)",
+    ]
+    assert data["speed_up"]["headline"] == pytest.approx(18.0)
+
+
+def test_plan_rejects_a_pruning_file_without_its_ratio(tmp_path):
+    bad = _write(tmp_path / "p.json", {"kind": "bench pruning", "regret": 0.1})
+    res = CliRunner().invoke(cli, ["plan", "--agent", "criteria", "--workers", "4",
+                                   "--epoch-seconds", "criteria=1", "--from-bench", bad])
+    assert res.exit_code == 2
+    assert res.output.strip() == (f"error: {bad}: a bench pruning file without its figure "
+                                  "(KeyError('epochs_ratio')) — write it again with `launch "
+                                  "bench pruning --out`")
 
 
 def test_plan_without_epoch_seconds_for_an_agent_is_one_clear_error():

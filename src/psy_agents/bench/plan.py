@@ -1,10 +1,14 @@
 """Campaign projection for ``launch plan``: pure arithmetic on measured figures.
 
-For each agent: work = trials × epochs × seconds per epoch (one GPU, no pruning); with
-pruning the epochs shrink by the measured epochs ratio, and N workers at the measured
-scheduling efficiency share it: wall = work × ratio / (N × efficiency), but never less
+For each agent: work = trials × epochs × seconds per epoch (one GPU, no pruning); N workers
+at the scheduling efficiency share it: wall = work / (N × efficiency); pruning shrinks the
+epochs by the epochs ratio: wall = work × ratio / (N × efficiency); neither is ever less
 than one full trial (the longest trial is not split across workers). With ``--agent all``
 the four chains share one pool, so the campaign's wall time is the sum of the agents'.
+
+The two factors are kept apart (:class:`SpeedUp`): the workers' speed-up and the pruning's,
+each with its source. The headline counts the pruning only when its ratio was measured (or
+given by the user), never when it is the assumed goal, which no search has shown yet.
 
 Peak disk, beside it (:func:`project_disk`), is an estimate from parameter counts: a resume
 checkpoint holds ~12 bytes per parameter (fp32 weights + AdamW's two fp32 moments; twice
@@ -36,20 +40,63 @@ _FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
 
 @dataclass(frozen=True)
 class Figure:
-    """A number and where it came from ("measured: FILE", "flag", "assumed")."""
+    """A number and where it came from ("measured: FILE", "flag", "ASSUMED ..."); ``assumed``
+    marks a default that nothing measured or gave."""
 
     value: float
     source: str
+    assumed: bool = False
 
 
 @dataclass(frozen=True)
 class AgentPlan:
+    """One agent's wall times: one GPU without pruning, the workers without pruning, and
+    the workers with pruning."""
+
     agent: str
     trials: int
     epochs: int
     epoch_s: float
     single_gpu_s: float
-    campaign_s: float
+    workers_s: float
+    pruned_s: float
+
+
+@dataclass(frozen=True)
+class SpeedUp:
+    """A campaign's wall times and its two speed-up factors, apart.
+
+    ``workers`` = one GPU / the workers without pruning; ``pruning`` = the workers without
+    pruning / with it. ``campaign_s`` (and ``headline``, one GPU / it) counts the pruning
+    only if ``pruning_counted``.
+    """
+
+    single_gpu_s: float
+    workers_s: float
+    pruned_s: float
+    pruning_counted: bool
+
+    @property
+    def workers(self) -> float:
+        return self.single_gpu_s / self.workers_s
+
+    @property
+    def pruning(self) -> float:
+        return self.workers_s / self.pruned_s
+
+    @property
+    def campaign_s(self) -> float:
+        return self.pruned_s if self.pruning_counted else self.workers_s
+
+    @property
+    def headline(self) -> float:
+        return self.single_gpu_s / self.campaign_s
+
+
+def speed_up(rows: Sequence[AgentPlan], pruning_ratio: Figure) -> SpeedUp:
+    """The campaign's totals over ``rows``; the pruning counts unless its ratio is assumed."""
+    return SpeedUp(sum(r.single_gpu_s for r in rows), sum(r.workers_s for r in rows),
+                   sum(r.pruned_s for r in rows), not pruning_ratio.assumed)
 
 
 def project(agent: str, *, trials: int, epochs: int, epoch_s: float, workers: int,
@@ -67,8 +114,10 @@ def project(agent: str, *, trials: int, epochs: int, epoch_s: float, workers: in
         if not 0 < value <= 1:
             raise ValueError(f"The value of `{name}` is {value}, but must be in (0, 1]")
     single = trials * epochs * epoch_s
-    pooled = max(single * pruning_ratio / (workers * efficiency), epochs * epoch_s)
-    return AgentPlan(agent, trials, epochs, epoch_s, single, pooled)
+    pooled = single / (workers * efficiency)
+    one_trial = epochs * epoch_s
+    return AgentPlan(agent, trials, epochs, epoch_s, single, max(pooled, one_trial),
+                     max(pooled * pruning_ratio, one_trial))
 
 
 def parse_epoch_seconds(text: str) -> dict[str, float]:
@@ -97,7 +146,7 @@ def read_bench_files(paths: Sequence[Path]) -> dict[str, Any]:
     efficiency (bench storage), pruning epochs ratio (bench pruning), each a :class:`Figure`.
 
     Raises:
-        ConfigError: a file is missing, not JSON, or not a bench output.
+        ConfigError: a file is missing, not JSON, not a bench output, or lacks its figure.
     """
     epoch_s: dict[str, Figure] = {}
     found: dict[str, Any] = {"epoch_s": epoch_s}
@@ -108,17 +157,39 @@ def read_bench_files(paths: Sequence[Path]) -> dict[str, Any]:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ConfigError(f"{path}: not a `launch bench ... --out` file ({exc})",
                               "pass files written by bench train/storage/pruning --out") from None
-        source = f"measured: {path}"
-        if kind == "bench train":
-            epoch_s[data["agent"]] = Figure(float(data["epoch_s"]), source)
-        elif kind == "bench storage":
-            found["efficiency"] = Figure(float(data["efficiency"]), source)
-        elif kind == "bench pruning":
-            found["pruning_ratio"] = Figure(float(data["epochs_ratio"]), source)
-        else:
+        if kind not in ("bench train", "bench storage", "bench pruning"):
             raise ConfigError(f"{path}: unknown bench kind {kind!r}",
                               "pass files of bench train, bench storage or bench pruning")
+        source = f"measured: {path}"
+        try:
+            if kind == "bench train":
+                epoch_s[data["agent"]] = Figure(float(data["epoch_s"]), source)
+            elif kind == "bench storage":
+                found["efficiency"] = Figure(float(data["efficiency"]), source)
+            else:
+                found["pruning_ratio"] = pruning_figure(data, source)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{path}: a {kind} file without its figure ({exc!r})",
+                              f"write it again with `launch {kind} --out`") from None
     return found
+
+
+def pruning_figure(data: Mapping[str, Any], source: str) -> Figure:
+    """The epochs ratio of a ``bench pruning --out`` file: the mean over its seeds
+    (``summary.epochs_ratio.mean``; its spread, seed count and mean regret go into the
+    source), or one run's ``epochs_ratio`` (a file written before ``--seeds``).
+
+    Raises:
+        KeyError, TypeError, ValueError: the file holds the ratio in neither form.
+    """
+    summary = data.get("summary")
+    if summary is None:
+        return Figure(float(data["epochs_ratio"]), source)
+    ratio = summary["epochs_ratio"]
+    detail = f"mean of {len(data['seeds'])} seeds, std {float(ratio['std']):.3f}"
+    if "regret" in summary:
+        detail += f", regret {100 * float(summary['regret']['mean']):+.2f}%"
+    return Figure(float(ratio["mean"]), f"{source}, {detail}")
 
 
 def missing_agents(agents: Sequence[str], epoch_s: Mapping[str, Figure]) -> list[str]:

@@ -3,9 +3,12 @@
 Projects a campaign's wall time from measured figures: seconds per epoch (from `launch bench
 train --out`, or --epoch-seconds), the pruning epochs ratio (`launch bench pruning --out`)
 and the scheduling efficiency (`launch bench storage --out`). Figures not given are shown as
-assumptions. Prints one row per agent and the total, beside the one-GPU, no-pruning time;
-then the peak disk, estimated from the backbone's parameter count (resume checkpoints of the
-running trials + the models each study keeps; see :mod:`psy_agents.bench.plan`).
+ASSUMED. Prints one row per agent and the total: one GPU without pruning, the workers, and
+the workers with pruning (only when the ratio was measured or given); then the speed-up of
+the workers and that of pruning on separate lines, each with its source, and the headline
+speed-up, which never counts an assumed pruning ratio; then the peak disk, estimated from
+the backbone's parameter count (resume checkpoints of the running trials + the models each
+study keeps; see :mod:`psy_agents.bench.plan`).
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ def _figure(flag: float | None, found: dict, key: str, assumed: float):
     from psy_agents.bench.plan import Figure
 
     if flag is not None:
-        return Figure(flag, "flag")
-    return found.get(key) or Figure(assumed, "ASSUMED (not measured)")
+        return Figure(flag, f"given by --{key.replace('_', '-')}")
+    return found.get(key) or Figure(assumed, "ASSUMED (not measured)", assumed=True)
 
 
 def _epoch_figures(epoch_seconds: str | None, found: dict, agents) -> dict:
@@ -70,7 +73,7 @@ def plan(agent: str, stage: str, workers: int, epoch_seconds: str | None,
          efficiency: float | None, backbones: tuple[str, ...], out: Path | None,
          settings: Settings) -> None:
     """Project a campaign's wall time and peak disk from measured figures."""
-    from psy_agents.bench.plan import fmt_duration, project, read_bench_files
+    from psy_agents.bench.plan import project, read_bench_files, speed_up
     from psy_agents.hpo.stages import load_stages
 
     agents = AGENT_NAMES if agent == "all" else (agent,)
@@ -83,18 +86,10 @@ def plan(agent: str, stage: str, workers: int, epoch_seconds: str | None,
     rows = [project(a, trials=cfg.budget(a), epochs=cfg.epochs, epoch_s=epoch_s[a].value,
                     workers=workers, pruning_ratio=ratio.value, efficiency=eff.value)
             for a in agents]
-    click.echo(f"stage {cfg.name}, {workers} workers; pruning epochs ratio {ratio.value:.3f} "
-               f"[{ratio.source}]; efficiency {eff.value:.3f} [{eff.source}]")
-    click.echo(f"{'agent':9s} {'trials':>6s} {'epochs':>6s} {'s/epoch':>8s} "
-               f"{'1 GPU, no pruning':>18s} {f'{workers} workers, pruning':>20s}  s/epoch source")
-    for r in rows:
-        click.echo(f"{r.agent:9s} {r.trials:6d} {r.epochs:6d} {r.epoch_s:8.2f} "
-                   f"{fmt_duration(r.single_gpu_s):>18s} {fmt_duration(r.campaign_s):>20s}  "
-                   f"{epoch_s[r.agent].source}")
-    single, pooled = sum(r.single_gpu_s for r in rows), sum(r.campaign_s for r in rows)
-    click.echo(f"{'total':9s} {sum(r.trials for r in rows):6d} {'':6s} {'':8s} "
-               f"{fmt_duration(single):>18s} {fmt_duration(pooled):>20s}  "
-               f"(speed-up {single / pooled:.1f}x)")
+    ups = speed_up(rows, ratio)
+    click.echo(f"stage {cfg.name}, {workers} workers")
+    _table(rows, ups, workers, epoch_s)
+    _factors(ups, workers, ratio, eff)
     disk = _disk(cfg, agents, workers, counted, sum(r.trials for r in rows))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -102,9 +97,46 @@ def plan(agent: str, stage: str, workers: int, epoch_seconds: str | None,
             "kind": "plan", "stage": cfg.name, "workers": workers,
             "pruning_ratio": asdict(ratio), "efficiency": asdict(eff),
             "agents": [asdict(r) | {"epoch_s_source": epoch_s[r.agent].source} for r in rows],
-            "total_single_gpu_s": single, "total_campaign_s": pooled,
+            "total_single_gpu_s": ups.single_gpu_s, "total_workers_s": ups.workers_s,
+            "total_pruned_s": ups.pruned_s, "total_campaign_s": ups.campaign_s,
+            "speed_up": {"workers": ups.workers, "pruning": ups.pruning,
+                         "pruning_counted": ups.pruning_counted, "headline": ups.headline},
             "disk": disk}, indent=2))
         click.echo(f"wrote {out}")
+
+
+def _table(rows, ups, workers: int, epoch_s: dict) -> None:
+    """One row per agent and the total; the pruned column only when the pruning counts."""
+    from psy_agents.bench.plan import fmt_duration
+
+    cols = [("1 GPU, no pruning", 18, "single_gpu_s"), (f"{workers} workers", 11, "workers_s")]
+    if ups.pruning_counted:
+        cols.append(("+ pruning", 10, "pruned_s"))
+    click.echo(f"{'agent':9s} {'trials':>6s} {'epochs':>6s} {'s/epoch':>8s} "
+               + " ".join(f"{h:>{w}s}" for h, w, _ in cols) + "  s/epoch source")
+    for r in rows:
+        click.echo(f"{r.agent:9s} {r.trials:6d} {r.epochs:6d} {r.epoch_s:8.2f} "
+                   + " ".join(f"{fmt_duration(getattr(r, k)):>{w}s}" for _, w, k in cols)
+                   + f"  {epoch_s[r.agent].source}")
+    click.echo(f"{'total':9s} {sum(r.trials for r in rows):6d} {'':6s} {'':8s} "
+               + " ".join(f"{fmt_duration(getattr(ups, k)):>{w}s}" for _, w, k in cols))
+
+
+def _factors(ups, workers: int, ratio, eff) -> None:
+    """The workers' and the pruning's speed-ups apart, each with its source, then the
+    headline, which leaves an assumed pruning ratio out."""
+    click.echo(f"workers: {ups.workers:.1f}x ({workers} workers at efficiency "
+               f"{eff.value:.3f}) [{eff.source}]")
+    if ups.pruning_counted:
+        click.echo(f"pruning: {ups.pruning:.2f}x (epochs ratio {ratio.value:.3f}) "
+                   f"[{ratio.source}]")
+        click.echo(f"speed-up {ups.headline:.1f}x over 1 GPU = workers {ups.workers:.1f}x "
+                   f"x pruning {ups.pruning:.2f}x (pruning {ratio.source.split(':')[0]})")
+        return
+    click.echo(f"pruning: {ups.pruning:.2f}x if its epochs ratio were {ratio.value:.3f} "
+               f"[{ratio.source}: the project's goal] - left out of the speed-up")
+    click.echo(f"speed-up {ups.headline:.1f}x over 1 GPU = workers only (measure the pruning "
+               "with `launch bench pruning --out F` and pass --from-bench F)")
 
 
 def _count_params(backbones: tuple[str, ...]) -> dict:
