@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("psy_agents.cli.data:data", "Validate, split, describe or synthesize ReDSM5 data."),
     "train": ("psy_agents.cli.train:train", "Train one agent configuration and evaluate it."),
     "eval": ("psy_agents.cli.eval:eval_cmd", "Evaluate a saved model on the val or test split."),
+    "baseline": ("psy_agents.cli.baseline:baseline", "Score the TF-IDF + logistic regression baseline on val or test."),
     "bench": ("psy_agents.cli.bench:bench", "Benchmarks that print measured figures."),
     "worker": ("psy_agents.cli.worker:worker", "Run one HPO worker on study chains (exit 75 = requeue me)."),
     "status": ("psy_agents.cli.status:status", "Show progress of every study (counts, best, ETA, live workers)."),
