@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from psy_agents.errors import ConfigError, StorageError
+from psy_agents.hpo.spec import REFIT_SUMMARY_ATTR
 
 # A one-line error listing every study of a big campaign would be unreadable.
 _MAX_LISTED_STUDIES = 20
@@ -45,6 +46,8 @@ class Summary:
     best_number: int | None
     best_value: float | None
     best_params: dict[str, Any]
+    # A finished refit's test figure with its interval and the baseline's (else "").
+    result: str = ""
 
 
 def load_study(storage: Any, name: str, *, storage_label: str):
@@ -82,6 +85,7 @@ def summarize(study, trials: Sequence[Any]) -> Summary:
         best_number=None if best is None else best.number,
         best_value=None if best is None else best.value,
         best_params={} if best is None else dict(best.params),
+        result=str(study.user_attrs.get(REFIT_SUMMARY_ATTR, "")),
     )
 
 
@@ -157,6 +161,8 @@ def _header(summary: Summary, storage_label: str) -> str:
             ("direction", summary.direction), ("best value", best)]
     info += [(f"trials {state.lower()}", n) for state, n in summary.states.items()]
     info.append(("trials total", sum(summary.states.values())))
+    if summary.result:
+        info.append(("test result (refit)", summary.result))
     params = _rows(sorted(summary.best_params.items())) or "<tr><td>—</td></tr>"
     return (f"<h2>Summary</h2>\n<table id=\"summary\">\n{_rows(info)}\n</table>\n"
             f"<h2>Best parameters</h2>\n<table id=\"best-params\">\n{params}\n</table>")

@@ -176,8 +176,23 @@ def test_eval_names_the_model_the_split_and_the_posts_before_the_figures(tmp_pat
     # 3 posts of the test split, each paired with the 9 symptoms
     assert first == (f"scored out/model (agent criteria) on the test split of {SAMPLE}: "
                      "3 posts, 27 pairs")
-    assert figures and all(re.fullmatch(r"\S.* \d\.\d{4}", line) for line in figures)
+    interval = r"( \[\d\.\d{4}, \d\.\d{4}\])?"  # the F1s' 95 % bootstrap interval
+    assert figures and all(re.fullmatch(rf"\S.* \d\.\d{{4}}{interval}", line)
+                           for line in figures)
+    macro = next(line for line in figures if line.startswith("symptom_macro_f1 "))
     saved = json.loads((tmp_path / "out" / "model" / "eval-test.json").read_text())
+    # the baseline's figure of the same objective on the same posts closes the table
+    assert figures[-1] == f"{'baseline (TF-IDF + LR)':32s} {saved['baseline']['value']:.4f}"
+    assert saved["decision"] == "shrunk"  # the thresholds chosen on val, saved with the model
+    # each F1 lies in its interval: with 3 posts the resample that draws each post once
+    # holds 6/27 of the mass, so the central 95 % always covers it
+    f1s = {k for k in saved["metrics"] if k.startswith("f1/")} | {"symptom_macro_f1"}
+    assert set(saved["intervals"]) == f1s
+    for key in f1s:
+        low, high = saved["intervals"][key]
+        assert low <= saved["metrics"][key] <= high, (key, low, high)
+    low, high = saved["intervals"]["symptom_macro_f1"]
+    assert macro.endswith(f" [{low:.4f}, {high:.4f}]"), macro
     assert (saved["model_dir"], saved["split"], saved["posts"]) == ("out/model", "test", 3)
 
 

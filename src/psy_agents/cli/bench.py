@@ -209,11 +209,13 @@ def _bench_share(cfg, data, cache: Path, k: int, trials: int, out: Path | None, 
 def _register() -> None:
     # Each benchmark lives in its own module; the group imports them only to list them
     # (they import nothing heavy at module level).
+    from psy_agents.cli.bench_calibration import bench_calibration
     from psy_agents.cli.bench_pruning import bench_pruning
     from psy_agents.cli.bench_storage import bench_storage
 
     bench.add_command(bench_storage)
     bench.add_command(bench_pruning)
+    bench.add_command(bench_calibration)
 
 
 _register()

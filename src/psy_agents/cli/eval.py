@@ -3,8 +3,12 @@
 Evaluates a model saved by `launch train` and prints (and writes ``eval-<split>.json``
 beside it) the same metrics as training, per symptom too, after a line that says what was
 scored: ``scored <model dir> (agent joint) on the val split of data/sample: 12 posts, 108
-pairs``. A bar over the batches is drawn on stderr when it is a terminal; nothing extra
-otherwise.
+pairs``. Decisions (symptom thresholds, the evidence no-answer margin) are the ones chosen
+on val when the model was trained (``decision.json`` in the model directory); the figures at
+the fixed threshold are printed too (``fixed/...``). The criteria-type agents' symptom F1s
+(each symptom's and the macro average) carry a 95 % bootstrap interval over posts,
+``[low, high]`` after the figure. A bar over the batches is drawn on stderr when it is a
+terminal; nothing extra otherwise.
 """
 
 from __future__ import annotations
@@ -27,29 +31,32 @@ from psy_agents.settings import Settings
 @LIMIT
 def eval_cmd(model_dir: Path, split: str, settings: Settings, limit_posts: int | None) -> None:
     """Evaluate a saved model on the val or test split."""
-    from psy_agents.agents.backbones import load_tokenizer
     from psy_agents.cli.progress import batch_bars
-    from psy_agents.data.features import build_windows
-    from psy_agents.training.checkpoint import load_model
-    from psy_agents.training.evaluate import evaluate
+    from psy_agents.training.calibrate import DECISION_FILE
+    from psy_agents.training.scoring import baseline_value, score_model
 
-    spec, cfg, model = load_model(model_dir)
     data = load_data(settings.data_dir, limit_posts)
-    tok = load_tokenizer(str(Path(model_dir) / "encoder0"))
-    pairs = data.split(split)
-    ws = build_windows(pairs, tok, max_length=cfg.max_length, stride=cfg.stride,
-                       data_hash=data.data_hash, cache_dir=settings.cache / "features")
-    metrics = evaluate(model, pairs, ws, heads=spec.heads, cfg=cfg.replace(device="cpu"),
-                       device="cpu", pad_id=tok.pad_token_id or 0,
-                       progress=batch_bars(click.get_text_stream("stderr")))
-    n_posts = len({p.post_id for p in pairs})
-    payload = {"agent": cfg.agent, "model_dir": str(model_dir), "split": split,
-               "data_dir": str(settings.data_dir), "posts": n_posts, "pairs": len(pairs),
-               "objective": spec.objective_name, "value": spec.objective(metrics),
-               "metrics": metrics}
+    scored = score_model(model_dir, data, split, cache_dir=settings.cache,
+                         progress=batch_bars(click.get_text_stream("stderr")))
+    if not scored.decision_saved:  # saved before decisions were: the fixed threshold
+        click.echo(f"{model_dir} has no {DECISION_FILE}: decisions at the fixed threshold "
+                   f"{scored.decision.default}", err=True)
+    base, base_metrics = baseline_value(data, split, scored.agent)
+    metrics, intervals = scored.metrics, scored.intervals
+    payload = {"agent": scored.agent, "model_dir": str(model_dir), "split": split,
+               "data_dir": str(settings.data_dir), "posts": scored.posts,
+               "pairs": scored.pairs, "objective": scored.objective_name,
+               "value": scored.value, "decision": scored.decision.method,
+               "metrics": metrics,
+               "intervals": {k: [v.low, v.high] for k, v in intervals.items()},
+               "baseline": {"value": base, "metrics": base_metrics}}
     (Path(model_dir) / f"eval-{split}.json").write_text(json.dumps(payload, indent=2))
-    click.echo(f"scored {model_dir} (agent {cfg.agent}) on the {split} split of "
-               f"{settings.data_dir}: {n_posts} posts, {len(pairs)} pairs")
+    click.echo(f"scored {model_dir} (agent {scored.agent}) on the {split} split of "
+               f"{settings.data_dir}: {scored.posts} posts, {scored.pairs} pairs")
     for key in sorted(metrics):
-        click.echo(f"{key:32s} {metrics[key]:.4f}")
-    click.echo(f"{'objective (' + spec.objective_name + ')':32s} {payload['value']:.4f}")
+        shown = f" {intervals[key]}" if key in intervals else ""
+        click.echo(f"{key:32s} {metrics[key]:.4f}{shown}")
+    objective = f"objective ({scored.objective_name})"
+    shown = f" {scored.value_interval()}" if scored.value_interval() else ""
+    click.echo(f"{objective:32s} {scored.value:.4f}{shown}")
+    click.echo(f"{'baseline (TF-IDF + LR)':32s} {base:.4f}")

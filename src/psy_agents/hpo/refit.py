@@ -17,12 +17,15 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from psy_agents.agents.registry import get_agent
 from psy_agents.errors import StorageError
-from psy_agents.hpo.history import finished_in_order, trial_score
+from psy_agents.hpo.history import finished_in_order, source_trials, trial_score
 from psy_agents.hpo.objective import Objective
 from psy_agents.hpo.simulated import epoch_value, run_simulated
-from psy_agents.hpo.spec import StudySpec, load_spec, study_name
+from psy_agents.hpo.spec import REFIT_SUMMARY_ATTR, StudySpec, load_spec, study_name
 from psy_agents.paths import refit_dir
+from psy_agents.training.checkpoint import MODEL_DIR
+from psy_agents.training.scoring import baseline_value, score_model
 
 REFIT_PARAMS_ATTR = "psy_refit_params"
 
@@ -36,11 +39,12 @@ def best_params(storage, study, spec: StudySpec) -> dict[str, Any]:
     stage = spec.stage_config
     source, source_spec = load_spec(storage, study_name(spec.experiment, spec.agent,
                                                         stage.refit_from))
-    first = finished_in_order(source)[: source_spec.budget]
-    complete = [t for t in first if t.value is not None]
-    if len(first) < source_spec.budget or not complete:
+    first = source_trials(source, source_spec.budget)
+    complete = [t for t in first or () if t.value is not None]
+    if first is None or not complete:
         raise StorageError(f"stage {stage.refit_from} of {spec.agent} is not finished "
-                           f"({len(first)} of {source_spec.budget} trials)", "run its workers first")
+                           f"({len(finished_in_order(source))} of {source_spec.budget} trials)",
+                           "run its workers first")
     best = max(complete, key=lambda t: (trial_score(t), -t.number))
     chosen = dict(best.params) | {"source_trial": best.number}
     study.set_user_attr(REFIT_PARAMS_ATTR, chosen)
@@ -75,12 +79,17 @@ class RefitObjective(Objective):
             metrics = {"value": test}
             epochs_run, resumed = out.epochs_run, out.resumed_from_epoch
         else:
-            # keep="last": the saved model is the final epoch's, never one picked on test.
+            # keep="last": the saved model is the final epoch's, never one picked on test;
+            # its decisions were chosen on val (see training.run.prepare).
             result = self._train(self.params, original, ckpt, never, eval_split="test",
                                  output_dir=seed_dir, keep="last")
             final = result.history[-1]
             metrics = {"value": final.value, **final.metrics}
             epochs_run, resumed = result.epochs_run, result.resumed_from_epoch
+            scored = score_model(seed_dir / MODEL_DIR, self.data(), "test",
+                                 cache_dir=self.settings.cache)
+            trial.set_user_attr("test_intervals", {k: [v.low, v.high]
+                                                   for k, v in scored.intervals.items()})
         trial.set_user_attr("params", self.params)
         trial.set_user_attr("seed", self.spec.base_seed + original)
         trial.set_user_attr("test_metrics", metrics)
@@ -128,6 +137,33 @@ def write_summary(study, objective: RefitObjective) -> bool:
               "stage": spec.stage, "train_defaults": spec.train_defaults,
               "backbones": list(spec.backbones), "data_hash": spec.data_hash,
               "split_hash": spec.split_hash}
+    if spec.objective == "train":
+        summary.update(_beside(objective, seeds))
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     (out / "config.json").write_text(json.dumps(config, indent=2))
+    study.set_user_attr(REFIT_SUMMARY_ATTR,
+                        summary_line(summary, get_agent(spec.agent).objective_name))
     return True
+
+
+def _beside(objective: RefitObjective, seeds) -> dict[str, Any]:
+    """What stands beside the seeds' mean: each seed's 95 % intervals over posts, and the
+    TF-IDF + LR baseline on the same test split (trained on the same train split)."""
+    value, metrics = baseline_value(objective.data(), "test", objective.spec.agent)
+    return {"intervals": [t.user_attrs.get("test_intervals", {}) for t in seeds],
+            "baseline": {"value": value, "metrics": metrics}}
+
+
+def summary_line(summary: dict[str, Any], objective_name: str) -> str:
+    """``test symptom_macro_f1 0.8312 ± 0.0120 over 3 seeds; 95 % interval over posts
+    [0.7100, 0.9000] (mean of the seeds' bounds); baseline (TF-IDF + LR) 0.8249``."""
+    value = summary["metrics"].get("value", {"mean": float("nan"), "std": 0.0, "values": []})
+    line = (f"test {objective_name} {value['mean']:.4f} ± {value['std']:.4f} over "
+            f"{len(value['values'])} seed{'s' if len(value['values']) != 1 else ''}")
+    bounds = [i[objective_name] for i in summary.get("intervals", []) if objective_name in i]
+    if bounds:
+        low, high = (statistics.fmean(b[k] for b in bounds) for k in (0, 1))
+        line += f"; 95 % interval over posts [{low:.4f}, {high:.4f}] (mean of the seeds' bounds)"
+    if "baseline" in summary:
+        line += f"; baseline (TF-IDF + LR) {summary['baseline']['value']:.4f}"
+    return line

@@ -30,6 +30,7 @@ from psy_agents.agents.backbones import check_keys, load_pretrained
 from psy_agents.agents.registry import get_agent
 from psy_agents.errors import ConfigError, ModelError, Preempted
 from psy_agents.lazy import lazy_import
+from psy_agents.training.calibrate import DECISION_FILE, Decision, decision_from_metrics
 from psy_agents.training.config import TrainConfig
 
 torch = lazy_import("torch")
@@ -169,22 +170,31 @@ class EpochSaver:
         model = self.run.model
         if self.checkpoint_dir is None:
             if model_due:
-                self._write(cpu_copy(model.state_dict()), None)
+                self._write(cpu_copy(model.state_dict()), None, decision=self._decision(state))
             return
         payload = checkpoint_payload(model, self.run.optimizer, self.run.scheduler,
                                      self.cfg, dataclasses.asdict(state))
         if model_due or ckpt_due:
-            self._write(payload["model"] if model_due else None, payload if ckpt_due else None)
+            self._write(payload["model"] if model_due else None, payload if ckpt_due else None,
+                        decision=self._decision(state) if model_due else None)
         if not ckpt_due:
             self._pending = payload
 
-    def _write(self, weights: dict[str, Any] | None, checkpoint: dict[str, Any] | None) -> None:
+    def _decision(self, state: Any) -> Decision | None:
+        """The decision of the latest evaluated epoch (the one a model is saved for)."""
+        if not state.history:
+            return None
+        return decision_from_metrics(state.history[-1]["metrics"], self.cfg["decision"])
+
+    def _write(self, weights: dict[str, Any] | None, checkpoint: dict[str, Any] | None, *,
+               decision: Decision | None = None) -> None:
         model, tokenizer, cfg = self.run.model, self.tokenizer, self.cfg
         out, ckpt_dir = self.output_dir, self.checkpoint_dir
 
         def write() -> None:
             if weights is not None:
-                save_model(Path(out) / MODEL_DIR, model, tokenizer, cfg, weights=weights)
+                save_model(Path(out) / MODEL_DIR, model, tokenizer, cfg, weights=weights,
+                           decision=decision)
             if checkpoint is not None:
                 write_checkpoint(ckpt_dir, checkpoint)
 
@@ -235,11 +245,12 @@ def load_checkpoint(directory: Path | None, *, model: Any, optimizer: Any, sched
 
 
 def save_model(out_dir: Path, model: Any, tokenizer: Any, cfg: dict[str, Any], *,
-               weights: dict[str, Any] | None = None) -> None:
+               weights: dict[str, Any] | None = None, decision: Decision | None = None) -> None:
     """Save ``model`` as a directory :func:`load_model` reads (overwrites in place).
 
     ``weights``: the model's state dict to write (a copy taken earlier, while training goes
-    on); default: its current one.
+    on); default: its current one. ``decision``: the thresholds chosen on val for it
+    (``decision.json``, read by ``launch eval``); None writes none.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -253,6 +264,8 @@ def save_model(out_dir: Path, model: Any, tokenizer: Any, cfg: dict[str, Any], *
     _atomic(out_dir / "heads.pt", lambda tmp: torch.save(heads, tmp))
     _atomic(out_dir / "config.json",
             lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2, sort_keys=True)))
+    if decision is not None:
+        _atomic(out_dir / DECISION_FILE, lambda tmp: decision.save_as(Path(tmp)))
 
 
 def load_model(model_dir: Path) -> tuple[Any, Any, Any]:

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from psy_agents.agents.registry import AGENT_NAMES
 from psy_agents.config import from_mapping
+from psy_agents.training.calibrate import DEFAULT_METHOD
 
 # The agent table's names (``Literal[("a", "b")]`` is ``Literal["a", "b"]``).
 AgentName = Literal[AGENT_NAMES]  # type: ignore[valid-type]
@@ -66,6 +67,9 @@ class TrainConfig:
     # share/joint: loss = w * L_cls + (1 - w) * L_span.
     loss_weight: float = 0.5
     threshold: float = 0.5
+    # How decisions are made from scores (symptom thresholds; evidence: the no-answer
+    # margin), chosen on the val split at each evaluation: see psy_agents.training.calibrate.
+    decision: Literal["fixed", "global", "shrunk", "auto"] = DEFAULT_METHOD
     seed: int = 0
     device: str = "auto"
     bf16: bool = True

@@ -21,7 +21,14 @@ import numpy as np
 from psy_agents.data.features import WindowSet
 from psy_agents.lazy import lazy_import
 from psy_agents.training.batching import iter_eval_batches, to_device
-from psy_agents.training.metrics import span_metrics, symptom_metrics
+from psy_agents.training.calibrate import (
+    Decision,
+    choose_margin,
+    decision_from_metrics,
+    decision_metrics,
+    fit_decision,
+)
+from psy_agents.training.metrics import best_match, span_metrics, symptom_metrics
 from psy_agents.training.spans import best_spans
 
 torch = lazy_import("torch")
@@ -123,53 +130,122 @@ def predict_windows(model: Any, ws: WindowSet, *, heads: tuple[str, ...], batch_
     return out
 
 
-def _pair_answers(pairs: Sequence[Any], ws: WindowSet,
-                  pred: dict[str, np.ndarray]) -> list[str | None]:
-    """The predicted span text per pair, ``None`` for no answer."""
+def pair_spans(pairs: Sequence[Any], ws: WindowSet,
+               pred: dict[str, np.ndarray]) -> tuple[np.ndarray, list[str]]:
+    """Per pair: the widest margin of a best span over no-answer among its windows (-inf
+    for a pair without windows), and that span's text ("" without windows)."""
     best: dict[int, int] = {}
     for w, p in enumerate(ws.pair_index):
         if p not in best or pred["margin"][w] > pred["margin"][best[p]]:
             best[p] = w
-    answers: list[str | None] = []
+    margins = np.full(len(pairs), -np.inf)
+    texts: list[str] = []
     for i, pair in enumerate(pairs):
         w = best.get(i)
-        if w is None or not pred["margin"][w] > 0:
-            answers.append(None)
+        if w is None:
+            texts.append("")
             continue
+        margins[i] = pred["margin"][w]
         offs = ws.offsets[w]
-        answers.append(pair.text[offs[pred["s"][w], 0]:offs[pred["e"][w], 1]])
-    return answers
+        texts.append(pair.text[offs[pred["s"][w], 0]:offs[pred["e"][w], 1]])
+    return margins, texts
+
+
+def _span_part(pairs: Sequence[Any], margins: np.ndarray, texts: list[str],
+               decision: Decision | None) -> dict[str, float]:
+    """Span metrics at the decision's no-answer margin, or at the margin that maximizes
+    the mean of span F1 and no-answer accuracy on ``pairs`` when ``decision`` is None
+    (span F1 alone would answer everything); ``fixed/...`` figures at margin 0 beside them."""
+    pos = [i for i, p in enumerate(pairs) if p.label == 1 and p.spans]
+    neg = np.array([i for i, p in enumerate(pairs) if p.label == 0], dtype=int)
+    golds = [[pairs[i].text[s.start:s.end] for s in pairs[i].spans] for i in pos]
+
+    def at(margin: float) -> dict[str, float]:
+        answered = margins > margin
+        return span_metrics([texts[i] if answered[i] else None for i in pos], golds,
+                            answered[neg])
+
+    if decision is not None:
+        margin = decision.margin
+    else:  # each positive pair's F1 if answered is fixed: only the cut moves
+        f1_if = np.array([best_match(texts[i], g)[0] for i, g in zip(pos, golds, strict=True)])
+        pos_m = margins[np.array(pos, dtype=int)]
+
+        def score(m: float) -> float:
+            f1 = float(np.where(pos_m > m, f1_if, 0.0).mean()) if len(pos) else 0.0
+            return (f1 + float(np.mean(margins[neg] <= m))) / 2 if len(neg) else f1
+
+        margin = choose_margin(margins, score)
+    out = {**at(margin), "no_answer_margin": float(margin)}
+    out.update({f"fixed/{k}": v for k, v in at(0.0).items()})
+    return out
+
+
+def pair_probs(n_pairs: int, ws: WindowSet, pred: dict[str, np.ndarray]) -> np.ndarray:
+    """Post-level P(present) per pair: the sigmoid of the max ``cls`` logit over its windows."""
+    pair_logit = np.full(n_pairs, -np.inf)
+    np.maximum.at(pair_logit, ws.pair_index, pred["cls"])
+    return 1 / (1 + np.exp(-pair_logit))
 
 
 def pair_metrics(pairs: Sequence[Any], ws: WindowSet, pred: dict[str, np.ndarray],
-                 heads: tuple[str, ...], threshold: float) -> dict[str, float]:
-    """Symptom metrics (cls head) and span metrics (span head) over ``pairs``."""
+                 heads: tuple[str, ...], threshold: float, *,
+                 decision: Decision | None = None, method: str = "fixed") -> dict[str, float]:
+    """Symptom metrics (cls head) and span metrics (span head) over ``pairs``.
+
+    Decisions (symptom thresholds, the no-answer margin) are ``decision``'s, or, when it is
+    None, chosen on ``pairs`` themselves by ``method`` (:mod:`psy_agents.training.calibrate`;
+    the val split's own, as the HPO objective reads it). The chosen values are in the
+    metrics (``threshold/<SYMPTOM>``, ``threshold_default``, ``no_answer_margin``), and the
+    figures at the fixed ``threshold`` and margin 0 beside them (``fixed/...``).
+    """
     metrics: dict[str, float] = {}
     if "cls" in heads:
-        pair_logit = np.full(len(pairs), -np.inf)
-        np.maximum.at(pair_logit, ws.pair_index, pred["cls"])
-        probs = 1 / (1 + np.exp(-pair_logit))
-        metrics.update(symptom_metrics([p.symptom for p in pairs], [p.label for p in pairs],
-                                       probs, threshold))
+        probs = pair_probs(len(pairs), ws, pred)
+        symptoms, labels = [p.symptom for p in pairs], [p.label for p in pairs]
+        fixed = symptom_metrics(symptoms, labels, probs, threshold)
+        chosen = decision or fit_decision(method, symptoms, labels, probs, fixed=threshold,
+                                          posts=[p.post_id for p in pairs])
+        metrics.update({k: v for k, v in fixed.items() if "auroc" in k})
+        metrics.update({f"fixed/{k}": v for k, v in fixed.items() if "auroc" not in k})
+        metrics.update(decision_metrics(chosen, symptoms, labels, probs))
     if "span" in heads:
-        answers = _pair_answers(pairs, ws, pred)
-        pos = [i for i, p in enumerate(pairs) if p.label == 1 and p.spans]
-        neg = [i for i, p in enumerate(pairs) if p.label == 0]
-        metrics.update(span_metrics(
-            [answers[i] for i in pos],
-            [[pairs[i].text[s.start:s.end] for s in pairs[i].spans] for i in pos],
-            [answers[i] is not None for i in neg]))
+        if decision is None and method == "fixed":
+            decision = Decision("fixed", threshold)
+        metrics.update(_span_part(pairs, *pair_spans(pairs, ws, pred), decision))
     return metrics
 
 
-def evaluate(model: Any, pairs: Sequence[Any], ws: WindowSet, *, heads: tuple[str, ...],
-             cfg: Any, device: str, pad_id: int,
-             progress: ProgressFactory | None = None) -> dict[str, float]:
-    """All metrics of ``model`` on ``pairs`` (whose windows are ``ws``); ``progress``
-    draws a bar over the batches (None: no bar)."""
-    pred = predict_windows(model, ws, heads=heads, batch_size=cfg.eval_batch_on(device),
+def fitted_decision(metrics: dict[str, float], method: str) -> Decision:
+    """The decision :func:`pair_metrics` chose (or applied), read back from its metrics."""
+    return decision_from_metrics(metrics, method)
+
+
+def predict(model: Any, ws: WindowSet, *, heads: tuple[str, ...], cfg: Any, device: str,
+            pad_id: int, progress: ProgressFactory | None = None) -> dict[str, np.ndarray]:
+    """:func:`predict_windows` with the batch size, precision and padding of ``cfg``."""
+    return predict_windows(model, ws, heads=heads, batch_size=cfg.eval_batch_on(device),
                            pad_id=pad_id, device=device, bf16=cfg.bf16,
                            max_answer=cfg.max_answer_tokens,
                            pad_multiple=cfg.pad_multiple_on(device), max_width=cfg.max_length,
                            progress=progress)
-    return pair_metrics(pairs, ws, pred, heads, cfg.threshold)
+
+
+def evaluate(model: Any, pairs: Sequence[Any], ws: WindowSet, *, heads: tuple[str, ...],
+             cfg: Any, device: str, pad_id: int, progress: ProgressFactory | None = None,
+             calibrate_on: tuple[Sequence[Any], WindowSet] | None = None) -> dict[str, float]:
+    """All metrics of ``model`` on ``pairs`` (whose windows are ``ws``); ``progress``
+    draws a bar over the batches (None: no bar). Decisions are chosen by ``cfg.decision``
+    on ``calibrate_on`` (val pairs and windows: a refit scoring the test split) or, when
+    it is None, on ``pairs`` themselves (see :func:`pair_metrics`)."""
+    decision = None
+    if calibrate_on is not None:
+        val_pairs, val_ws = calibrate_on
+        val_pred = predict(model, val_ws, heads=heads, cfg=cfg, device=device, pad_id=pad_id)
+        val = pair_metrics(val_pairs, val_ws, val_pred, heads, cfg.threshold,
+                           method=cfg.decision)
+        decision = fitted_decision(val, cfg.decision)
+    pred = predict(model, ws, heads=heads, cfg=cfg, device=device, pad_id=pad_id,
+                   progress=progress)
+    return pair_metrics(pairs, ws, pred, heads, cfg.threshold, decision=decision,
+                        method=cfg.decision)

@@ -42,6 +42,9 @@ class Run:
     device: str
     pad_id: int
     pos_weight: float
+    # (val pairs, val windows) where the eval split is another one (a refit scoring test):
+    # decisions are chosen on val and applied to the eval split.
+    calibrate_on: tuple[Any, Any] | None = None
 
 
 @dataclass
@@ -148,7 +151,8 @@ def fit(run: Run, state: State, *, report: Callable[[float, int], bool] | None,
             save(state, False)
             continue
         metrics = evaluate(run.model, run.eval_pairs, run.eval_ws, heads=run.spec.heads,
-                           cfg=cfg, device=run.device, pad_id=run.pad_id, progress=progress)
+                           cfg=cfg, device=run.device, pad_id=run.pad_id, progress=progress,
+                           calibrate_on=run.calibrate_on)
         value = float(run.spec.objective(metrics))
         improved = value > state.best_value
         if improved:

@@ -153,6 +153,10 @@ def prepare(cfg: TrainConfig, data: Any, eval_split: str = "val", *,
           "cache_dir": feats}
     train_ws = build_windows(train_pairs, tok, **kw)
     eval_ws = build_windows(eval_pairs, tok, **kw)
+    calibrate_on = None
+    if eval_split != "val":  # the split scored chooses nothing: val chooses the decisions
+        val_pairs = data.split("val")
+        calibrate_on = (val_pairs, build_windows(val_pairs, tok, **kw))
     allowed = allowed_windows(train_pairs, train_ws.pair_index, cfg.train_fraction, cfg.seed)
     n_pos = float(train_ws.cls_target[allowed].sum())
     pos_weight = (allowed.sum() - n_pos) / max(n_pos, 1.0)
@@ -169,7 +173,8 @@ def prepare(cfg: TrainConfig, data: Any, eval_split: str = "val", *,
         optimizer, lambda s: lr_factor(s, steps, warmup, cfg.schedule))
     return Run(spec=spec, cfg=cfg, model=model, optimizer=optimizer, scheduler=scheduler,
                train_ws=train_ws, allowed=allowed, eval_pairs=eval_pairs, eval_ws=eval_ws,
-               device=device, pad_id=tok.pad_token_id or 0, pos_weight=float(pos_weight))
+               device=device, pad_id=tok.pad_token_id or 0, pos_weight=float(pos_weight),
+               calibrate_on=calibrate_on)
 
 
 def run_training(cfg: TrainConfig, data: Any, *,
