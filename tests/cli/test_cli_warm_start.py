@@ -75,8 +75,8 @@ def _ranked_e1(cwd: Path) -> list:
 
 
 def test_warm_start_on_a_different_space_projects_the_best_configs_and_runs_them_first(cwd):
-    # e2 searches tiny only (no `backbone`, lr 1e-4..5e-3 instead of 1e-5..1e-3) and 4
-    # epochs (an `epochs` parameter e1 lacks): projected, not refused.
+    # e2 searches tiny only (no `backbone` nor head multiplier, lr 3e-4..3e-3 instead of
+    # 1e-5..3e-3) and 4 epochs (an `epochs` parameter e1 lacks): projected, not refused.
     out = _hpo(cwd, "e2", _stages_file(cwd, 5, 4), "--warm-start", "e1",
                "--warm-start-trials", "2")
     assert out.returncode == 0, out.stderr

@@ -221,9 +221,16 @@ def test_the_learning_rate_range_follows_the_backbones():
         (p,) = [p for p in spaces.agent_space("criteria", backbones, epochs=8) if p.name == "lr"]
         return (p.low, p.high)
 
-    assert lr(("tiny",)) == (1e-4, 5e-3)  # from scratch
-    assert lr(("minilm",)) == (1e-5, 1e-3)  # fine-tuning
-    assert lr(("tiny", "minilm")) == (1e-5, 1e-3)
+    assert lr(("tiny",)) == (3e-4, 3e-3)  # from scratch: below 3e-4 it learns nothing
+    assert lr(("minilm",)) == lr(("minilm", "/models/bert-base")) == (1e-5, 1e-4)  # fine-tuning
+    assert lr(("tiny", "minilm")) == (1e-5, 3e-3)  # one distribution spanning both
+
+    def names(backbones):
+        return {p.name for p in spaces.agent_space("criteria", backbones, epochs=8)}
+
+    # a head trained from nothing on a pretrained encoder gets its own, larger rate
+    assert "head_lr_multiplier" in names(("minilm",)) & names(("tiny", "minilm"))
+    assert "head_lr_multiplier" not in names(("tiny",))
 
 
 def test_every_agent_of_the_agent_table_has_a_search_space_and_no_other():

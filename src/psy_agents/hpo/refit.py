@@ -155,8 +155,9 @@ def _beside(objective: RefitObjective, seeds) -> dict[str, Any]:
 
 
 def summary_line(summary: dict[str, Any], objective_name: str) -> str:
-    """``test symptom_macro_f1 0.8312 ± 0.0120 over 3 seeds; 95 % interval over posts
-    [0.7100, 0.9000] (mean of the seeds' bounds); baseline (TF-IDF + LR) 0.8249``."""
+    """``test <objective> <mean> ± <std> over <n> seeds; 95 % interval over posts [<low>,
+    <high>] (mean of the seeds' bounds); baseline (TF-IDF + LR) <value>``; the interval
+    where the objective has one (the symptom F1s), the baseline for the real objective."""
     value = summary["metrics"].get("value", {"mean": float("nan"), "std": 0.0, "values": []})
     line = (f"test {objective_name} {value['mean']:.4f} ± {value['std']:.4f} over "
             f"{len(value['values'])} seed{'s' if len(value['values']) != 1 else ''}")

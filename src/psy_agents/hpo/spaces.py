@@ -54,10 +54,15 @@ _COMMON: Space = (
     Param("head_layers", "int", 1, 3),
     Param("head_hidden", "categorical", choices=(64, 128, 256, 512)),
 )
-# Fine-tuning a pretrained encoder wants small steps; the tiny model is trained from scratch
-# and learns nothing in a few epochs below ~3e-4 (on data/sample, 1e-3..2e-3 work best).
-FINETUNE_LR = Param("lr", "float", 1e-5, 1e-3, log=True)
-SCRATCH_LR = Param("lr", "float", 1e-4, 5e-3, log=True)
+# Fine-tuning a pretrained encoder wants small steps (BERT-family recipes use 1e-5..1e-4)
+# and a head trained from nothing wants larger ones (head_lr_multiplier); the tiny model is
+# trained from scratch and learns nothing in a few epochs below ~3e-4 (on data/sample,
+# 1e-3..2e-3 work best), so its range starts there. A search over both kinds of backbone
+# needs one `lr` distribution: it spans both ranges.
+FINETUNE_LR = Param("lr", "float", 1e-5, 1e-4, log=True)
+SCRATCH_LR = Param("lr", "float", 3e-4, 3e-3, log=True)
+MIXED_LR = Param("lr", "float", FINETUNE_LR.low, SCRATCH_LR.high, log=True)
+HEAD_LR = Param("head_lr_multiplier", "float", 1.0, 30.0, log=True)
 _POOLING = Param("pooling", "categorical", choices=("cls", "mean"))
 _CLS_LOSS: Space = (
     Param("cls_loss", "categorical", choices=("bce", "weighted", "focal")),
@@ -86,8 +91,7 @@ def agent_space(agent: str, backbones: Sequence[str], epochs: int, *,
     the stage cap and only the pruner and patience end a trial early — which also makes
     rung values comparable: the learning-rate schedule (``training.run.prepare``) spans
     ``cfg.epochs``, so every trial of the stage has the same schedule up to each rung. The
-    learning rate range is the from-scratch one when every backbone is ``tiny``, else the
-    fine-tuning one.
+    learning rates follow the backbones (:func:`learning_rates`).
     """
     if agent not in AGENT_EXTRAS:
         raise ValueError(f"unknown agent {agent!r}; valid: {', '.join(AGENT_EXTRAS)}")
@@ -96,8 +100,17 @@ def agent_space(agent: str, backbones: Sequence[str], epochs: int, *,
         head.append(Param("backbone", "categorical", choices=tuple(backbones)))
     if sample_epochs and epochs >= 4:
         head.append(Param("epochs", "int", math.ceil(epochs / 2), epochs))
-    lr = SCRATCH_LR if set(backbones) == {"tiny"} else FINETUNE_LR
-    return (*head, lr, *_COMMON, *AGENT_EXTRAS[agent])
+    return (*head, *learning_rates(backbones), *_COMMON, *AGENT_EXTRAS[agent])
+
+
+def learning_rates(backbones: Sequence[str]) -> Space:
+    """The learning-rate parameters for ``backbones``: the from-scratch range for ``tiny``
+    alone; the fine-tuning range and a head multiplier for pretrained encoders; the span of
+    both (and the multiplier) when the search mixes them."""
+    pretrained = set(backbones) - {"tiny"}
+    if not pretrained:
+        return (SCRATCH_LR,)
+    return (FINETUNE_LR if len(pretrained) == len(set(backbones)) else MIXED_LR, HEAD_LR)
 
 
 def space_to_json(space: Space) -> list[dict[str, Any]]:
