@@ -19,6 +19,7 @@ from psy_agents.cli import main as cli_main
 from psy_agents.hpo.connect import open_storage
 from psy_agents.hpo.spec import CampaignOverrides, create_campaign
 from psy_agents.hpo.stages import StageConfig
+from psy_agents.training.calibrate import DEFAULT_METHOD
 from tests.cli.test_cli_hpo import REPO, launch
 
 # A storage the pods of a k8s dry run could reach; a dry run never connects to it.
@@ -183,7 +184,7 @@ def test_eval_names_the_model_the_split_and_the_posts_before_the_figures(tmp_pat
     saved = json.loads((tmp_path / "out" / "model" / "eval-test.json").read_text())
     # the baseline's figure of the same objective on the same posts closes the table
     assert figures[-1] == f"{'baseline (TF-IDF + LR)':32s} {saved['baseline']['value']:.4f}"
-    assert saved["decision"] == "shrunk"  # the thresholds chosen on val, saved with the model
+    assert saved["decision"] == DEFAULT_METHOD  # the thresholds chosen on val, saved with it
     # each F1 lies in its interval: with 3 posts the resample that draws each post once
     # holds 6/27 of the mass, so the central 95 % always covers it
     f1s = {k for k in saved["metrics"] if k.startswith("f1/")} | {"symptom_macro_f1"}

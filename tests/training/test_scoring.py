@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from psy_agents.training.calibrate import DECISION_FILE, Decision
+from psy_agents.training.calibrate import DECISION_FILE, DEFAULT_METHOD, Decision
 from psy_agents.training.checkpoint import MODEL_DIR
 from psy_agents.training.config import TrainConfig
 from psy_agents.training.run import run_training
@@ -25,7 +25,7 @@ def test_a_saved_model_is_scored_at_its_saved_decision(hand_tiny, tmp_path):
     model = tmp_path / MODEL_DIR
     saved = json.loads((model / DECISION_FILE).read_text())
     # the best epoch's val decision is the one saved
-    assert saved["method"] == "shrunk"
+    assert saved["method"] == DEFAULT_METHOD
     assert saved["thresholds"][SYMPTOM] == res.metrics[f"threshold/{SYMPTOM}"]
 
     test = score_model(model, DATA, "test", cache_dir=None)
