@@ -17,9 +17,11 @@ from the seed and the epoch number). A resumed epoch is the same sequence of flo
 operations as the uninterrupted one, so its values and weights are equal, not just close;
 any difference is a resume bug.
 
-The data is `launch data synth --n-posts 30` (the project's own generator) rather than
-data/sample: an epoch of the sample takes 10-30 s on this 2-core box, one of these 3-5 s,
-and the test runs ~7 epochs in ~60 s.
+The data is `launch data synth --n-posts 120` (the project's own generator) rather than
+data/sample: an epoch of the sample takes 10-30 s on this 2-core box. With 30 posts an
+epoch took ~1 s on an idle CI box, less than the poll for "epoch 0 reported and
+checkpointed" could see before epoch 1's checkpoint replaced it (the kill then landed after
+epoch 1: seen once in CI); 120 posts keep each epoch several times longer than that poll.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def test_a_trial_killed_mid_epoch_resumes_from_its_checkpoint_as_if_never_killed
     import torch
 
     data, cache = tmp_path / "data", tmp_path / "cache"
-    write_synthetic(data, n_posts=30, seed=0)
+    write_synthetic(data, n_posts=120, seed=0)
     ref_root, vic_root = tmp_path / "reference", tmp_path / "victim"
     ref_url, vic_url = _campaign(ref_root, data), _campaign(vic_root, data)
     ref = _worker(ref_root, ref_url, data, cache, "worker.log")
