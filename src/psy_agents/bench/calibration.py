@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from psy_agents.agents.backbones import load_tokenizer
-from psy_agents.data.features import build_windows
 from psy_agents.training.calibrate import METHODS, decision_metrics, fit_decision
-from psy_agents.training.checkpoint import MODEL_DIR, load_model
+from psy_agents.training.checkpoint import MODEL_DIR
 from psy_agents.training.config import TrainConfig
-from psy_agents.training.evaluate import pair_probs, predict
+from psy_agents.training.evaluate import pair_probs
 from psy_agents.training.run import run_training
+from psy_agents.training.scoring import predict_split
 
 
 @dataclass(frozen=True)
@@ -38,13 +37,7 @@ class SeedResult:
 def _scores(model_dir: Path, data: Any, split: str
             ) -> tuple[list[str], list[int], Any, list[str]]:
     """Parallel per-pair symptoms, labels, P(present) and post ids of ``split``."""
-    spec, cfg, model = load_model(model_dir)
-    tok = load_tokenizer(str(model_dir / "encoder0"))
-    pairs = data.split(split)
-    ws = build_windows(pairs, tok, max_length=cfg.max_length, stride=cfg.stride,
-                       data_hash=data.data_hash, cache_dir=None)
-    pred = predict(model, ws, heads=spec.heads, cfg=cfg.replace(device="cpu"), device="cpu",
-                   pad_id=tok.pad_token_id or 0)
+    _, _, pairs, ws, pred = predict_split(model_dir, data, split, cache_dir=None)
     return ([p.symptom for p in pairs], [p.label for p in pairs],
             pair_probs(len(pairs), ws, pred), [p.post_id for p in pairs])
 

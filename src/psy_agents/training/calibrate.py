@@ -224,10 +224,17 @@ def cv_scores(symptoms: Sequence[str], y_true: Sequence[int], probs: Sequence[fl
     return scores
 
 
+def decision_f1s(symptoms: np.ndarray, y_true: np.ndarray, decided: np.ndarray
+                 ) -> dict[str, float]:
+    """Per-symptom positive-class F1 of 0/1 ``decided`` where it is defined (a gold or a
+    decided positive), in the symptoms' first-seen order."""
+    return {s: f for s in dict.fromkeys(symptoms.tolist())
+            if (f := binary_f1(y_true[symptoms == s], decided[symptoms == s])) is not None}
+
+
 def decision_macro_f1(symptoms: np.ndarray, y_true: np.ndarray, decided: np.ndarray) -> float:
     """Symptom macro-F1 of 0/1 ``decided`` (symptoms where F1 is defined; 0 if none)."""
-    f1s = [f for s in dict.fromkeys(symptoms.tolist())
-           if (f := binary_f1(y_true[symptoms == s], decided[symptoms == s])) is not None]
+    f1s = list(decision_f1s(symptoms, y_true, decided).values())
     return float(np.mean(f1s)) if f1s else 0.0
 
 
@@ -243,18 +250,13 @@ def decision_metrics(decision: Decision, symptoms: Sequence[str], y_true: Sequen
     """Per-symptom F1 and macro-F1 of ``decision`` (keys as ``symptom_metrics``'), plus
     ``threshold/<SYMPTOM>``: what a model's metrics.json keeps of its decision."""
     sym = np.asarray(symptoms)
-    y = np.asarray(y_true, dtype=int)
-    decided = decision.decide(symptoms, probs)
+    f1s = decision_f1s(sym, np.asarray(y_true, dtype=int), decision.decide(symptoms, probs))
     out: dict[str, float] = {}
-    f1s = []
     for name in dict.fromkeys(symptoms):
-        m = sym == name
-        f1 = binary_f1(y[m], decided[m])
-        if f1 is not None:
-            out[f"f1/{name}"] = f1
-            f1s.append(f1)
+        if name in f1s:
+            out[f"f1/{name}"] = f1s[name]
         out[f"threshold/{name}"] = decision.threshold(name)
-    out["symptom_macro_f1"] = float(np.mean(f1s)) if f1s else 0.0
+    out["symptom_macro_f1"] = float(np.mean(list(f1s.values()))) if f1s else 0.0
     out["threshold_default"] = decision.default
     return out
 

@@ -43,9 +43,10 @@ class Scored:
         return self.intervals.get(self.objective_name)
 
 
-def score_model(model_dir: Path, data: Any, split: str, *, cache_dir: Path | None,
-                progress: ProgressFactory | None = None) -> Scored:
-    """Score the model saved in ``model_dir`` on ``data``'s ``split`` (on the CPU).
+def predict_split(model_dir: Path, data: Any, split: str, *, cache_dir: Path | None,
+                  progress: ProgressFactory | None = None) -> tuple[Any, Any, list, Any, dict]:
+    """``(spec, cfg, pairs, windows, per-window outputs)`` of the model saved in
+    ``model_dir`` run over ``data``'s ``split`` on the CPU.
 
     Raises:
         ModelError: ``model_dir`` is not a saved model.
@@ -59,6 +60,15 @@ def score_model(model_dir: Path, data: Any, split: str, *, cache_dir: Path | Non
                        cache_dir=None if cache_dir is None else Path(cache_dir) / "features")
     pred = predict(model, ws, heads=spec.heads, cfg=cfg.replace(device="cpu"), device="cpu",
                    pad_id=tok.pad_token_id or 0, progress=progress)
+    return spec, cfg, pairs, ws, pred
+
+
+def score_model(model_dir: Path, data: Any, split: str, *, cache_dir: Path | None,
+                progress: ProgressFactory | None = None) -> Scored:
+    """Score the model saved in ``model_dir`` on ``data``'s ``split`` (on the CPU) at its
+    saved decision. Raises as :func:`predict_split`."""
+    spec, cfg, pairs, ws, pred = predict_split(model_dir, data, split, cache_dir=cache_dir,
+                                               progress=progress)
     saved = Decision.load(model_dir, cfg.threshold)
     decision = saved or Decision("fixed", cfg.threshold)
     metrics = pair_metrics(pairs, ws, pred, spec.heads, cfg.threshold, decision=decision)
